@@ -1,17 +1,19 @@
 # The two commands of the README: `make demo` and `make test`. Each creates .venv and
-# installs the project into it (editable) the first time.
+# installs the project into it (editable) the first time, from the lock of tested versions
+# (constraints.txt), so a fresh machine gets the set the tests passed with.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+LOCK   := constraints.txt
 STAMP  := $(VENV)/.mmalign-installed
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install demo test bench browser
+.PHONY: install demo test bench browser lock test-latest
 
-$(STAMP): pyproject.toml setup.py
+$(STAMP): pyproject.toml setup.py $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[media,test]"
+	$(BIN)/python -m pip install --quiet -c $(LOCK) --upgrade pip
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e ".[media,test]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -32,3 +34,13 @@ browser:
 
 bench: $(STAMP)
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
+
+# Freeze a tested venv into the lock (default .venv; `make lock VENV=.venv-latest` adopts
+# what `make test-latest` installed, after it passed).
+lock:
+	$(PYTHON) tools/lock.py --venv $(VENV) --out $(LOCK)
+
+# The newest releases (torch held at the locally served 2.14.1) in .venv-latest, the test
+# suite there, and runs/test-latest.json: versions, what differs from the lock, failures.
+test-latest:
+	$(PYTHON) tools/test_latest.py --venv .venv-latest --out runs/test-latest.json

@@ -1,11 +1,15 @@
-"""Maps the top-level ``modalities/`` and ``models/`` folders into the ``mmalign`` namespace.
+"""Maps the top-level ``modalities/``, ``models/``, ``assets/`` and ``configs/`` folders into
+the ``mmalign`` namespace.
 
 Nothing named ``models`` or ``modalities`` lands in site-packages: they install as
-``mmalign.modalities`` and ``mmalign.models``.
+``mmalign.modalities`` and ``mmalign.models``. ``assets/`` (tiny data and checkpoints) and
+``configs/`` (bundled recipes) install as the data packages ``mmalign.assets`` and
+``mmalign.configs``, so a wheel finds them through ``importlib.resources`` exactly as a checkout does.
 """
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, find_packages, setup
 
 ROOTS = {"mmalign.modalities": "modalities", "mmalign.models": "models"}
+DATA = {"mmalign.assets": "assets", "mmalign.configs": "configs"}
 
 packages = find_packages(include=["mmalign", "mmalign.*"])
 package_dir = {"mmalign": "mmalign"}
@@ -13,4 +17,12 @@ for name, folder in ROOTS.items():
     package_dir[name] = folder
     packages += [name] + [f"{name}.{sub}" for sub in find_packages(folder)]
 
-setup(packages=packages, package_dir=package_dir)
+package_data = {}
+for name, folder in DATA.items():  # every file below the folder; each subfolder a data package
+    package_dir[name] = folder
+    subs = [name] + [f"{name}.{sub}" for sub in find_namespace_packages(folder, exclude=["*__pycache__*"])]
+    packages += subs
+    package_data.update({sub: ["*"] for sub in subs})
+
+setup(packages=packages, package_dir=package_dir, package_data=package_data,
+      exclude_package_data={"": ["*.pyc"]})

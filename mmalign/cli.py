@@ -15,20 +15,14 @@ from mmalign.errors import MmalignError
 KINDS = ("modalities", "objectives", "rewards", "datasets", "evaluators", "demos", "configs")
 
 
-def bundled_configs() -> list[Path]:
-    root = Path(__file__).resolve().parent.parent / "configs"
-    return sorted(root.glob("*.yaml")) if root.is_dir() else []
-
-
 def cmd_list(args) -> int:
-    from mmalign import registry
+    from mmalign import assets, registry
 
     kinds = [args.kind] if args.kind else list(KINDS)
     for kind in kinds:
         print(f"{kind}:")
-        if kind == "configs":
-            names = [str(p.relative_to(Path.cwd())) if p.is_relative_to(Path.cwd()) else str(p)
-                     for p in bundled_configs()]
+        if kind == "configs":  # by name: `mmalign train NAME` runs one from any directory
+            names = [p.stem for p in assets.recipes()]
         else:
             names = registry.ALL[kind].names()
         for name in names or ["(none)"]:
@@ -79,10 +73,12 @@ def cmd_report(args) -> int:
 def cmd_demo(args) -> int:
     from mmalign.demo import run_demo
 
-    summary = run_demo(args.out, tasks=args.task, steps=args.steps, progress=not args.quiet)
+    summary = run_demo(args.out, tasks=args.task, steps=args.steps, progress=not args.quiet, quick=args.quick)
     for t in summary["tasks"]:
         arrow = "higher is better" if t["higher_is_better"] else "lower is better"
         print(f"{t['task']:>24}  {t['metric']:<28} before {t['before']:.3f}  after {t['after']:.3f}  ({arrow})")
+    if args.quick:
+        print("quick run: a check that every step works, not a measurement; run without --quick for the numbers")
     print(f"summary: {Path(args.out) / 'summary.json'}; report: {Path(args.out) / 'report.html'}")
     return 0
 
@@ -125,6 +121,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--task", action="append", default=None,
                    help="run only this task (repeatable; `mmalign list demos` shows them)")
     s.add_argument("--steps", type=int, default=None, help="fewer training steps (a quick look)")
+    s.add_argument("--quick", action="store_true", help="every step of each task in seconds (tiny data, "
+                   "2 training steps): checks an install, measures nothing")
     s.add_argument("--out", default="runs/demo", help="run dir (default runs/demo)")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(fn=cmd_demo)

@@ -12,6 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mmalign import assets
 from mmalign.errors import ConfigError
 
 
@@ -155,10 +156,17 @@ class Recipe(_Strict):
 # -- loading -------------------------------------------------------------------------------
 
 def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
-    """Read a YAML recipe, apply ``key.sub=value`` overrides, validate everything."""
+    """Read a YAML recipe, apply ``key.sub=value`` overrides, validate everything.
+
+    ``path`` is a file, or the name of a bundled recipe (``demo_text_dpo``) when no such file
+    exists, so the bundled recipes run from any directory and from an installed wheel."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: no such recipe file. `mmalign list configs` shows the bundled ones")
+        bundled = assets.recipe(str(path))
+        if bundled is None:
+            raise ConfigError(f"{path}: no such recipe file, and no bundled recipe of that name. "
+                              "`mmalign list configs` shows the bundled ones")
+        path = bundled
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
@@ -176,6 +184,21 @@ def from_dict(raw: dict[str, Any], source: str = "<recipe>", overrides=()) -> Re
     except ValidationError as exc:
         raise ConfigError(_explain(exc, source)) from None
     check_names(recipe, source)
+    return shipped_paths(recipe)
+
+
+#: the recipe keys that name input files or folders; ``assets/...`` there may mean a shipped file
+INPUT_PATHS = (("model", "path"), ("data", "train"), ("data", "eval"), ("eval", "data"),
+               ("reference", "adapter_path"))
+
+
+def shipped_paths(recipe: Recipe) -> Recipe:
+    """Each input path of the recipe as :func:`mmalign.assets.resolve` reads it."""
+    for section, key in INPUT_PATHS:
+        part = getattr(recipe, section)
+        value = getattr(part, key)
+        if isinstance(value, str):
+            setattr(part, key, assets.resolve(value))
     return recipe
 
 

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from mmalign.data.io import RowRef, read_rows
 from mmalign.errors import ConfigError, DataError
 from mmalign.modality import ModelSpec, check_needs
+from mmalign.modalities.tokens.export import export_pretrained
 from mmalign.registry import datasets as dataset_schemas
 from mmalign.surrogate import Batch, Draw, Surrogate
 
@@ -170,18 +171,9 @@ class TextModality:
 
     # -- outputs ---------------------------------------------------------------------------
     def export(self, model: nn.Module, out_dir: str, card: str) -> list[str]:
-        """``save_pretrained`` in safetensors with the tokenizer, and a README.md card.
-
-        A model holding peft adapters (``add_adapter`` or a ``PeftModel``) saves the adapter
-        folder (``adapter_config.json`` + ``adapter_model.safetensors``) that
-        ``load_adapter`` / ``PeftModel.from_pretrained`` read; otherwise the full weights.
-        """
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(out)
-        self._require_tokenizer().save_pretrained(out)
-        (out / "README.md").write_text(card, encoding="utf-8")
-        return sorted(str(p) for p in out.iterdir() if p.is_file())
+        """The peft adapter folder of a LoRA policy, else ``save_pretrained`` in safetensors;
+        the tokenizer and a README.md card beside it (:func:`export_pretrained`)."""
+        return export_pretrained(model, self._require_tokenizer(), out_dir, card)
 
     @torch.no_grad()
     def sample(self, model: nn.Module, prompts: Sequence[Any], n: int, seed: int) -> list[list[str]]:

@@ -42,7 +42,7 @@ def test_list_shows_every_kind(capsys):
     out = capsys.readouterr().out
     for heading in ("modalities:", "objectives:", "rewards:", "datasets:", "evaluators:", "configs:"):
         assert heading in out
-    for name in ("  text", "  dpo", "  kto", "  preference", "demo_text_dpo.yaml"):
+    for name in ("  text", "  dpo", "  kto", "  preference", "  demo_text_dpo\n"):
         assert name in out
 
 

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import pytest
 
 from mmalign import config
 from mmalign.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
 
 GOOD = """\
 model:
@@ -138,9 +141,25 @@ def test_missing_file(tmp_path):
 
 
 def test_every_bundled_recipe_validates():
-    from mmalign.cli import bundled_configs
+    from mmalign import assets
 
-    recipes = bundled_configs()
-    assert recipes, "configs/ holds the bundled recipes"
+    recipes = assets.recipes()
+    assert {p.name for p in recipes} == {p.name for p in (ROOT / "configs").glob("*.yaml")}
     for path in recipes:
         config.load(path)
+
+
+def test_a_bundled_recipe_runs_by_name_from_any_directory(tmp_path, monkeypatch):
+    """``mmalign train demo_text_dpo`` from a folder with no such file takes the bundled
+    recipe, and its ``assets/...`` paths name the shipped files."""
+    from mmalign import assets
+
+    monkeypatch.chdir(tmp_path)
+    recipe = config.load("demo_text_dpo")
+    assert Path(recipe.data.train) == assets.path("text_prefs/train.jsonl")
+    assert Path(recipe.data.train).is_file()
+    (tmp_path / "assets" / "text_prefs").mkdir(parents=True)  # a file of the user's own wins
+    (tmp_path / "assets" / "text_prefs" / "train.jsonl").write_text("{}\n")
+    assert config.load("configs/demo_text_dpo.yaml").data.train == "assets/text_prefs/train.jsonl"
+    with pytest.raises(ConfigError, match="no bundled recipe of that name"):
+        config.load("demo_text_dpx")

@@ -16,6 +16,7 @@ from mmalign.modality import ModelSpec
 from mmalign.models.text import TINY_VOCAB_SIZE, tiny_llama, tiny_tokenizer
 from mmalign.modalities.text import TextModality
 from mmalign.registry import modalities
+from mmalign.train.adapters import inject
 
 BOS, EOS, USER, ASSISTANT, NL = 257, 258, 260, 261, 10
 ATOL = 1e-5  # float32 forward of a 2-layer model; batched vs single-row paths differ by rounding only
@@ -225,7 +226,7 @@ def test_export_lora_writes_an_adapter_that_reloads(tmp_path):
     from peft import LoraConfig
 
     modality, model = loaded(chat_template=False)
-    model.add_adapter(LoraConfig(r=2, lora_alpha=2, target_modules=list(modality.lora_target_modules)))
+    inject(model, LoraConfig(r=2, lora_alpha=2, target_modules=list(modality.lora_target_modules)))
     with torch.no_grad():  # a trained adapter: B non-zero so the adapter changes the output
         for name, param in model.named_parameters():
             if "lora_B" in name:
@@ -233,11 +234,16 @@ def test_export_lora_writes_an_adapter_that_reloads(tmp_path):
     written = modality.export(model, str(tmp_path / "adapter"), "card")
     names = {p.rsplit("/", 1)[-1] for p in written}
     assert {"adapter_config.json", "adapter_model.safetensors"} <= names and "model.safetensors" not in names
-    base = tiny_llama()
-    base.load_adapter(str(tmp_path / "adapter"))
     sequence = torch.tensor([ids("Hello")])
+    # peft itself and transformers' adapter loader both read the folder
+    from peft import PeftModel
+
+    for base in (PeftModel.from_pretrained(tiny_llama(), str(tmp_path / "adapter")), tiny_llama()):
+        if not isinstance(base, PeftModel):
+            base.load_adapter(str(tmp_path / "adapter"))
+        with torch.no_grad():
+            assert_close(base(input_ids=sequence).logits, model(input_ids=sequence).logits, atol=1e-6, rtol=0)
     with torch.no_grad():
-        assert_close(base(input_ids=sequence).logits, model(input_ids=sequence).logits, atol=1e-6, rtol=0)
         assert not torch.allclose(tiny_llama()(input_ids=sequence).logits, model(input_ids=sequence).logits)
 
 

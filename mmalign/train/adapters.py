@@ -1,5 +1,11 @@
-"""LoRA on any model that has ``add_adapter`` (transformers PreTrainedModel, diffusers
-ModelMixin), and switching adapters for a reference forward without a second model.
+"""LoRA through peft itself, on any ``nn.Module``: add, load, switch off for a reference
+forward, and save as a peft adapter folder.
+
+Adapters are injected with ``peft.inject_adapter_in_model`` rather than the ``add_adapter``
+wrappers of transformers and diffusers. The wrappers tie each transformers release to a
+range of peft releases (transformers 5.24 refuses every peft that exists), and several
+models we train have no wrapper at all (diffusers' ``StableAudioDiTModel``,
+``AudioLDM2UNet2DConditionModel``). peft alone has neither problem.
 
 peft's public toggles (``enable_adapters`` / ``set_adapter``) also rewrite ``requires_grad``
 flags; a reference forward must leave the optimiser's view of the policy untouched, so the
@@ -17,6 +23,13 @@ from torch import nn
 
 from mmalign.errors import ConfigError
 
+#: the file and config names of a peft adapter folder (``PeftModel.save_pretrained``)
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+ADAPTER_CONFIG = "adapter_config.json"
+#: the key prefix ``PeftModel`` gives the wrapped model's parameters; transformers'
+#: ``load_adapter`` strips it, ``PeftModel.from_pretrained`` expects it
+PEFT_PREFIX = "base_model.model."
+
 
 def tuner_layers(model: nn.Module) -> list[nn.Module]:
     from peft.tuners.tuners_utils import BaseTunerLayer
@@ -28,21 +41,42 @@ def has_adapters(model: nn.Module) -> bool:
     return bool(tuner_layers(model))
 
 
+def adapter_configs(model: nn.Module) -> dict:
+    """``{adapter name: LoraConfig}`` of the adapters in ``model`` (empty without any)."""
+    return dict(getattr(model, "peft_config", None) or {}) if has_adapters(model) else {}
+
+
+def inject(model: nn.Module, config, adapter_name: str = "default") -> nn.Module:
+    """``peft.inject_adapter_in_model``, keeping the configs of adapters already there: peft
+    replaces ``model.peft_config`` with a dict of the new adapter alone."""
+    from peft import inject_adapter_in_model
+
+    before = adapter_configs(model)
+    if adapter_name in before:
+        raise ConfigError(f"{type(model).__name__} already has an adapter named '{adapter_name}'")
+    with warnings.catch_warnings():  # several adapters in one model are the point here
+        warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+        inject_adapter_in_model(config, model, adapter_name=adapter_name)
+    model.peft_config = {**before, adapter_name: config}
+    return model
+
+
 def add_lora(model: nn.Module, *, r: int, alpha: float, dropout: float,
              target_modules: Sequence[str] | str, adapter_name: str = "default") -> nn.Module:
     """Add a trainable LoRA adapter in place; base weights are frozen."""
     from peft import LoraConfig
 
-    if not hasattr(model, "add_adapter"):
-        raise ConfigError(f"{type(model).__name__} has no add_adapter(); LoRA needs a transformers "
-                          "or diffusers model")
     for p in model.parameters():
         p.requires_grad_(False)
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
                         init_lora_weights=True)
-    model.add_adapter(config, adapter_name=adapter_name)
-    if hasattr(model, "set_adapter"):
-        model.set_adapter(adapter_name)
+    try:
+        inject(model, config, adapter_name)
+    except ValueError as exc:  # peft: "Target modules ... not found in the base model"
+        raise ConfigError(f"model.lora on {type(model).__name__}: {exc}. Set model.lora.target_modules "
+                          "to names of its Linear / Conv layers") from None
+    for layer in tuner_layers(model):
+        layer.set_adapter(adapter_name)  # trainable: only this adapter's weights
     return model
 
 
@@ -53,23 +87,58 @@ def load_named_adapter(model: nn.Module, path: str, adapter_name: str = "referen
     from safetensors.torch import load_file
 
     folder = Path(path)
-    cfg_file, weights = folder / "adapter_config.json", folder / "adapter_model.safetensors"
+    cfg_file, weights = folder / ADAPTER_CONFIG, folder / ADAPTER_WEIGHTS
     if not cfg_file.is_file() or not weights.is_file():
-        raise ConfigError(f"reference.adapter_path {folder}: expected adapter_config.json and "
-                          "adapter_model.safetensors (a peft adapter folder)")
+        raise ConfigError(f"reference.adapter_path {folder}: expected {ADAPTER_CONFIG} and "
+                          f"{ADAPTER_WEIGHTS} (a peft adapter folder)")
     raw = json.loads(cfg_file.read_text())
     keep = {k: raw[k] for k in ("r", "lora_alpha", "lora_dropout", "target_modules") if k in raw}
+    state = {_unprefixed(k): v for k, v in load_file(str(weights)).items()}
     with restored_grad_flags(model):
         active = [a for layer in tuner_layers(model)[:1] for a in layer.active_adapters]
-        with warnings.catch_warnings():  # a second adapter is the point here
-            warnings.filterwarnings("ignore", message="Already found a `peft_config`")
-            model.add_adapter(LoraConfig(**keep), adapter_name=adapter_name)
-        set_peft_model_state_dict(model, load_file(str(weights)), adapter_name=adapter_name)
+        inject(model, LoraConfig(**keep), adapter_name)
+        result = set_peft_model_state_dict(model, state, adapter_name=adapter_name)
         for layer in tuner_layers(model):
             layer.set_adapter(active)
+    unexpected = getattr(result, "unexpected_keys", None) or []
+    if unexpected:
+        raise ConfigError(f"reference.adapter_path {folder}: {len(unexpected)} weights match no layer of "
+                          f"{type(model).__name__} (first: {unexpected[0]}); the adapter was trained on another model")
     for name, p in model.named_parameters():
         if f".{adapter_name}." in name:
             p.requires_grad_(False)
+
+
+def save_adapter(model: nn.Module, out_dir: str | Path, adapter_name: str | None = None) -> list[Path]:
+    """Write one adapter as a peft adapter folder (``adapter_config.json`` +
+    ``adapter_model.safetensors``, keys as ``PeftModel.save_pretrained`` writes them), which
+    ``PeftModel.from_pretrained(base, folder)`` and transformers' ``load_adapter`` both read.
+    ``adapter_name`` defaults to ``default``, else the first adapter."""
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    name = adapter_name or export_name(model)
+    if name is None:
+        raise ConfigError(f"{type(model).__name__} has no LoRA adapter to save")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state = get_peft_model_state_dict(model, adapter_name=name)
+    adapter_configs(model)[name].save_pretrained(str(out))
+    save_file({PEFT_PREFIX + k: v.detach().cpu().contiguous() for k, v in state.items()},
+              str(out / ADAPTER_WEIGHTS), metadata={"format": "pt"})
+    return [out / ADAPTER_CONFIG, out / ADAPTER_WEIGHTS]
+
+
+def export_name(model: nn.Module) -> str | None:
+    """The adapter to export: ``default`` if present, else the first one; None without adapters."""
+    configs = adapter_configs(model)
+    if not configs:
+        return None
+    return "default" if "default" in configs else next(iter(configs))
+
+
+def _unprefixed(key: str) -> str:
+    return key[len(PEFT_PREFIX):] if key.startswith(PEFT_PREFIX) else key
 
 
 @contextlib.contextmanager

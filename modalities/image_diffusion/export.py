@@ -12,17 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
-from safetensors.torch import save_file
+
+from mmalign.train import adapters
 
 LORA_FILE = "pytorch_lora_weights.safetensors"
-
-
-def adapter_name(model: UNet2DConditionModel) -> str | None:
-    """The adapter to export: ``default`` if present, else the first one; None without adapters."""
-    config = getattr(model, "peft_config", None) or {}
-    if not config:
-        return None
-    return "default" if "default" in config else next(iter(config))
 
 
 def pipeline_class(model: UNet2DConditionModel):
@@ -33,7 +26,7 @@ def pipeline_class(model: UNet2DConditionModel):
 def export_unet(model: UNet2DConditionModel, out_dir: str, card: str) -> list[str]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    name = adapter_name(model)
+    name = adapters.export_name(model)
     written = _export_lora(model, out, name) if name else _export_full(model, out)
     readme = out / "README.md"
     readme.write_text(_card(card, model, name is not None))
@@ -45,15 +38,11 @@ def _export_lora(model: UNet2DConditionModel, out: Path, name: str) -> list[Path
     from peft.utils import get_peft_model_state_dict
 
     state = get_peft_model_state_dict(model, adapter_name=name)
-    config = model.peft_config[name]
+    config = adapters.adapter_configs(model)[name]
     pipeline_class(model).save_lora_weights(
         str(out), unet_lora_layers=convert_state_dict_to_diffusers(state),
         unet_lora_adapter_metadata=config.to_dict(), weight_name=LORA_FILE, safe_serialization=True)
-    peft_dir = out / "peft_adapter"
-    peft_dir.mkdir(exist_ok=True)
-    config.save_pretrained(str(peft_dir))
-    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(peft_dir / "adapter_model.safetensors"))
-    return [out / LORA_FILE, peft_dir / "adapter_config.json", peft_dir / "adapter_model.safetensors"]
+    return [out / LORA_FILE, *adapters.save_adapter(model, out / "peft_adapter", name)]
 
 
 def _export_full(model: UNet2DConditionModel, out: Path) -> list[Path]:

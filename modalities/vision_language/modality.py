@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from mmalign.data.io import RowRef
 from mmalign.errors import ConfigError, DataError
 from mmalign.modalities.vision_language import records as _records
-from mmalign.modalities.vision_language.export import export_model
+from mmalign.modalities.tokens.export import export_pretrained
 from mmalign.modalities.vision_language.fields import changed_tokens, pad_rows, sentence_token_mask
 from mmalign.modalities.vision_language.images import corrupt_image, open_image
 from mmalign.modalities.vision_language.sampling import generate
@@ -173,7 +173,7 @@ class VisionLanguageModality:
     def export(self, model: nn.Module, out_dir: str, card: str) -> list[str]:
         """transformers ``save_pretrained`` (safetensors) or the peft adapter folder of a LoRA
         policy, the processor, and a README.md model card."""
-        return export_model(model, self.processor, out_dir, card)
+        return export_pretrained(model, self.processor, out_dir, card)
 
     def sample(self, model: nn.Module, prompts: Sequence[dict[str, Any]], n: int = 1, seed: int = 0) -> list[list[str]]:
         """``n`` answers per prompt (``{"prompt": text or messages, "images": [...]}``): greedy

@@ -14,10 +14,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from mmalign import assets
 from mmalign.errors import ConfigError
 
-#: where the COCO vocabulary lives in a source checkout (``assets/`` beside ``modalities/``)
-DEFAULT_VOCABULARY = Path(__file__).resolve().parents[2] / "assets" / "coco_objects.json"
+#: COCO's vocabulary, shipped with mmalign
+DEFAULT_VOCABULARY = assets.path("coco_objects.json")
 
 _IRREGULAR = {"men": "man", "women": "woman", "mice": "mouse", "geese": "goose", "teeth": "tooth",
               "feet": "foot", "knives": "knife", "wives": "wife", "calves": "calf", "shelves": "shelf",

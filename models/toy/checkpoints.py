@@ -11,9 +11,10 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from mmalign import assets
 from mmalign.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parents[2] / "assets" / "toy"
+ROOT = assets.path("toy")
 DIFFUSION = ROOT / "diffusion"
 LLAVA = ROOT / "llava"
 HASHES = ROOT / "SHA256SUMS"

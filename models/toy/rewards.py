@@ -25,12 +25,13 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from mmalign import assets
 from mmalign.errors import ConfigError
 from mmalign.models.toy import detect, shapes
 from mmalign.registry import register_reward
 
 #: the shapes world's object vocabulary for CHAIR / POPE (one class per colour and shape)
-VOCABULARY = Path(__file__).resolve().parents[2] / "assets" / "toy" / "shape_objects.json"
+VOCABULARY = assets.path("toy/shape_objects.json")
 
 
 def vocabulary_data() -> dict:

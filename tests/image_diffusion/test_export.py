@@ -6,21 +6,20 @@ from __future__ import annotations
 import pytest
 import torch
 from diffusers import UNet2DConditionModel
-from peft import LoraConfig
-from peft.utils import set_peft_model_state_dict
-from safetensors.torch import load_file
+from peft import LoraConfig, PeftModel
 
 import mmalign.objectives as objectives
 from mmalign.models import diffusion as builders
 from mmalign.modalities.image_diffusion.sampling import build_pipeline, save_grid
+from mmalign.train.adapters import adapters_disabled, inject
 
 from diffusion_helpers import make_modality
 
 
 def train_lora(builder, pickapic_file, tmp_path, steps=3):
     modality, policy = make_modality(builder)
-    policy.add_adapter(LoraConfig(r=4, lora_alpha=8, init_lora_weights="gaussian",
-                                  target_modules=list(modality.lora_target_modules)))
+    inject(policy, LoraConfig(r=4, lora_alpha=8, init_lora_weights="gaussian",
+                              target_modules=list(modality.lora_target_modules)))
     records = modality.prepare(modality.load_records(pickapic_file, "pickapic"), str(tmp_path / "cache"))
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=1e-2)
@@ -29,10 +28,8 @@ def train_lora(builder, pickapic_file, tmp_path, steps=3):
         batch = modality.collate(records)
         draw = modality.draw(batch, 0, policy)  # the same draw each step: the loss must fall
         pol = modality.surrogate(policy, batch, draw, frozenset())
-        with torch.no_grad():
-            policy.disable_adapters()  # the reference is the same UNet with adapters off
+        with torch.no_grad(), adapters_disabled(policy):  # the reference: the same UNet, adapters off
             ref = modality.surrogate(policy, batch, draw, frozenset())
-            policy.enable_adapters()
         loss = objectives.get("dpo")(pol, ref, beta=5000.0).loss.mean()
         optimizer.zero_grad()
         loss.backward()
@@ -70,10 +67,8 @@ def test_lora_export_reloads_into_the_pipeline(builder, pickapic_file, tmp_path)
     assert (reloaded - base_out).abs().max() > 1e-3
 
     # the peft adapter folder reloads too
-    fresh = getattr(builders, builder)()
-    fresh.add_adapter(LoraConfig.from_pretrained(str(tmp_path / "out" / "peft_adapter")))
-    set_peft_model_state_dict(fresh, load_file(str(tmp_path / "out" / "peft_adapter" / "adapter_model.safetensors")))
-    torch.testing.assert_close(unet_output(fresh, sdxl), trained, rtol=1e-5, atol=1e-5)
+    fresh = PeftModel.from_pretrained(getattr(builders, builder)(), str(tmp_path / "out" / "peft_adapter"))
+    torch.testing.assert_close(unet_output(fresh.get_base_model(), sdxl), trained, rtol=1e-5, atol=1e-5)
 
 
 def test_full_finetune_exports_a_unet_folder(pickapic_file, tmp_path):

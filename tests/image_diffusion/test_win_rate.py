@@ -13,6 +13,7 @@ from mmalign.errors import DataError
 from mmalign.models import diffusion as builders
 from mmalign.registry import evaluators, rewards
 from mmalign.train.adapters import adapters_disabled
+from mmalign.train.adapters import inject
 
 from diffusion_helpers import diffusion_recipe, make_modality, pickapic_rows, register_tiny_clip, write_parquet
 
@@ -45,7 +46,7 @@ def by_hand(tuned: list[float], base: list[float]) -> float:
 
 def test_lora_policy_against_adapters_off(scorer, prompts_file):
     modality, policy = make_modality(sample_steps=2)
-    policy.add_adapter(LoraConfig(r=4, lora_alpha=8, target_modules=list(modality.lora_target_modules)))
+    inject(policy, LoraConfig(r=4, lora_alpha=8, target_modules=list(modality.lora_target_modules)))
     with torch.no_grad():  # a LoRA starts at B = 0; random B stands for a trained adapter
         for name, p in policy.named_parameters():
             if "lora_B" in name:
@@ -68,7 +69,7 @@ def test_identical_models_tie_everywhere(scorer, prompts_file):
     """A freshly added LoRA is zero (B = 0): tuned and base draw the very same images from the
     same seeds, every pair ties and the win rate is exactly 1/2."""
     modality, policy = make_modality(sample_steps=2)
-    policy.add_adapter(LoraConfig(r=4, lora_alpha=8, target_modules=list(modality.lora_target_modules)))
+    inject(policy, LoraConfig(r=4, lora_alpha=8, target_modules=list(modality.lora_target_modules)))
     result = evaluators.get("diffusion_win_rate")(modality, policy, prompts_file, seed=0, scorer=scorer, limit=2)
     assert result["images"] == 2.0 and result["win_rate"] == 0.5
     assert result["score_tuned"] == result["score_base"]

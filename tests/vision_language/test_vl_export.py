@@ -4,11 +4,12 @@ from __future__ import annotations
 import os
 
 import torch
-from peft import LoraConfig
+from peft import LoraConfig, PeftModel
 from torch.testing import assert_close
 
 from mmalign.models.llava import tiny_llava
 from mmalign.modality import ModelSpec
+from mmalign.train.adapters import inject
 
 
 def _chosen(modality, model, records):
@@ -34,7 +35,7 @@ def test_full_export_reloads_through_load_policy(pair_records, tmp_path, modalit
 def test_lora_targets_only_the_language_model_and_exports_an_adapter(pair_records, tmp_path):
     modality, policy, records = pair_records
     # init_lora_weights=False: random B, so the adapter changes the outputs from the start
-    policy.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=modality.lora_target_modules,
+    inject(policy, LoraConfig(r=4, lora_alpha=4, target_modules=modality.lora_target_modules,
                                   init_lora_weights=False))
     adapted = {name.rsplit(".lora_A", 1)[0] for name, _ in policy.named_parameters() if ".lora_A" in name}
     assert adapted and all(".language_model." in name for name in adapted)
@@ -45,5 +46,7 @@ def test_lora_targets_only_the_language_model_and_exports_an_adapter(pair_record
     assert not (tmp_path / "adapter" / "model.safetensors").exists()  # the adapter only
     base = tiny_llava()  # the same seed rebuilds the base weights
     assert not torch.allclose(_chosen(modality, base, records), expected)
-    base.load_adapter(str(tmp_path / "adapter"))
+    base.load_adapter(str(tmp_path / "adapter"))  # transformers' loader
     assert_close(_chosen(modality, base, records), expected, atol=1e-6, rtol=0)
+    wrapped = PeftModel.from_pretrained(tiny_llava(), str(tmp_path / "adapter"))  # peft's own
+    assert_close(_chosen(modality, wrapped.get_base_model(), records), expected, atol=1e-6, rtol=0)

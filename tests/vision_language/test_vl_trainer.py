@@ -46,16 +46,22 @@ def test_dpo_run_lowers_loss_and_raises_accuracy(tmp_path):
 
 def adapters_off_reference(session, records):
     """The live adapters-off reference of ``records``: the session's LoRA policy with its
-    adapters disabled (transformers' peft integration), under no_grad."""
+    adapters disabled layer by layer through peft's own toggle, under no_grad."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
     modality, policy = session.modality, session.policy
     batch = modality.collate(records)
     draw = modality.draw(batch, session.recipe.train.seed, policy)
-    policy.disable_adapters()
+    layers = [m for m in policy.modules() if isinstance(m, BaseTunerLayer)]
+    assert layers
+    for layer in layers:
+        layer.enable_adapters(False)
     try:
         with torch.no_grad():
             return modality.surrogate(policy, batch, draw, session.needs)
     finally:
-        policy.enable_adapters()
+        for layer in layers:
+            layer.enable_adapters(True)
 
 
 def stored_reference(session, records, like):

@@ -1,0 +1,2 @@
+"""The bundled YAML recipes, installed as ``mmalign.configs`` (package data); reached through
+:func:`mmalign.assets.recipes`."""
