@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.fn(args)
     except MmalignError as exc:
         print(f"mmalign {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 1

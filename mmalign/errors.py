@@ -2,11 +2,26 @@
 
 
 class MmalignError(Exception):
-    """Base class: an error caused by the user's input, not by a bug (CLI exit code 2)."""
+    """Base class: an error the user can act on, not a bug; the CLI prints it as one line.
+
+    ``exit_code`` is what the CLI returns: 2 for bad input (recipe, data, checkpoint).
+    """
+
+    exit_code = 2
 
 
 class ConfigError(MmalignError):
     """A recipe, override or registry name that cannot be used."""
+
+
+class RunError(MmalignError):
+    """A fault of the machine a run writes to (disk full, read-only, permission denied).
+
+    The input was fine, so the CLI exits 1 as for other failures, but with one line naming
+    the path and what to do instead of a traceback.
+    """
+
+    exit_code = 1
 
 
 class DataError(MmalignError):

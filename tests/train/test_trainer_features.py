@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from mmalign.train import adapters
+from mmalign.train import adapters, checkpoint
 from mmalign.train.reference import soft_update
 from mmalign.train.run import build, forward, train
 
@@ -57,7 +57,7 @@ def test_objective_state_is_trained_state_and_checkpointed(make_recipe):
     session = train(make_recipe(objective={"name": "bco_pair", "params": {"beta": 0.5}},
                                 train={"max_steps": 3, "save_every": 3}))
     assert float(session.objective_state["bco_pair"].count) == 3  # one update per step
-    saved = torch.load(session.run_dir / "checkpoints/step-0000003/trainer.pt", weights_only=False)
+    saved = checkpoint.read_state(session.run_dir / "checkpoints/step-0000003")
     state = saved["objective_state"]
     assert torch.equal(state["bco_pair.mean"], session.objective_state["bco_pair"].mean)
 
