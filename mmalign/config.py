@@ -12,7 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mmalign import assets
+from mmalign import assets, yaml_io
 from mmalign.errors import ConfigError
 
 
@@ -46,19 +46,35 @@ class ModelSection(_Strict):
 
 
 class DataSection(_Strict):
+    """``on_bad_row``: ``error`` stops at the first row that cannot be used, naming it;
+    ``skip`` drops such rows and counts each reason in the log and ``data_report.json``."""
+
     train: str
     eval: str | None = None
     schema_: str | None = Field(None, alias="schema")
     eval_fraction: float = Field(0.0, ge=0, lt=1)
     limit: int | None = Field(None, gt=0)
+    on_bad_row: Literal["error", "skip"] = "error"
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
 class ObjectiveTerm(_Strict):
+    """A negative ``weight`` trains toward the rejected answers; it is refused unless
+    ``allow_negative_weight`` says that is meant (an unlikelihood-style term)."""
+
     name: str
     weight: float = 1.0
     params: dict[str, Any] = Field(default_factory=dict)
+    allow_negative_weight: bool = False
+
+    @model_validator(mode="after")
+    def _weight_sign(self) -> "ObjectiveTerm":
+        if self.weight < 0 and not self.allow_negative_weight:
+            raise ValueError(f"a negative weight ({self.weight}) turns '{self.name}' around, toward the "
+                             "rejected answers; use a positive weight, or set allow_negative_weight: true "
+                             "on this term if that is meant")
+        return self
 
 
 class SyncConfig(_Strict):
@@ -90,6 +106,9 @@ class TrainSection(_Strict):
     warmup_steps: int = Field(0, ge=0)
     max_grad_norm: float | None = Field(1.0, gt=0)
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    #: what a non-finite loss or gradient norm does: stop (exit 1), skip the update, or
+    #: write a checkpoint of the last good state and stop
+    on_nonfinite: Literal["stop", "skip", "checkpoint-and-stop"] = "stop"
     gradient_checkpointing: bool = False
     save_every: int = Field(0, ge=0)
     keep_last: int = Field(2, gt=0)
@@ -168,7 +187,7 @@ def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recip
                               "`mmalign list configs` shows the bundled ones")
         path = bundled
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml_io.load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
@@ -235,7 +254,7 @@ def apply_overrides(raw: dict[str, Any], overrides, source: str) -> dict[str, An
         if not sep or not key:
             raise ConfigError(f"override '{item}': write it as key.sub=value (for example train.lr=1e-5)")
         try:
-            value = yaml.safe_load(text)
+            value = yaml_io.load(text)
         except yaml.YAMLError:
             value = text
         _set(raw, _objective_path(key.split("."), raw, item), value, item, source)
@@ -274,7 +293,7 @@ def _set(raw: dict[str, Any], parts: list[str], value: Any, item: str, source: s
 
 def _flatten_objective(obj: dict[str, Any]) -> dict[str, Any]:
     """Allow ``objective: {name: dpo, beta: 0.1}`` as shorthand for ``params: {beta: 0.1}``."""
-    known = {"name", "weight", "params"}
+    known = {"name", "weight", "params", "allow_negative_weight"}
     params = dict(obj.get("params") or {})
     params.update({k: v for k, v in obj.items() if k not in known})
     out = {k: v for k, v in obj.items() if k in known}
@@ -317,6 +336,10 @@ def _section_model(loc: tuple) -> type[BaseModel] | None:
     return model
 
 
+#: keys of earlier releases, and what replaced them
+RENAMED = {"skip_bad_rows": "data.on_bad_row (error or skip)"}
+
+
 def _unknown_key(loc: tuple, source: str) -> str:
     key = ".".join(str(p) for p in loc)
     model = _section_model(loc)
@@ -325,6 +348,8 @@ def _unknown_key(loc: tuple, source: str) -> str:
     )
     close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
     hint = f" Did you mean '{close[0]}'?" if close else ""
+    if str(loc[-1]) in RENAMED:
+        hint = f" It is now {RENAMED[str(loc[-1])]}."
     section = ".".join(str(p) for p in loc[:-1] if not isinstance(p, int)) or "the top level"
     return f"{source}: unknown key '{key}'.{hint} Allowed in {section}: {', '.join(allowed)}"
 

@@ -163,3 +163,28 @@ def test_a_bundled_recipe_runs_by_name_from_any_directory(tmp_path, monkeypatch)
     assert config.load("configs/demo_text_dpo.yaml").data.train == "assets/text_prefs/train.jsonl"
     with pytest.raises(ConfigError, match="no bundled recipe of that name"):
         config.load("demo_text_dpx")
+
+
+def test_yaml_reads_exponent_floats_as_numbers(tmp_path):
+    """YAML 1.1 reads ``1e-1`` as a string; a recipe means the number."""
+    recipe = config.load(write(tmp_path, GOOD.replace("beta: 0.1", "beta: 1e-1") + "train: {lr: 5e-3}\n"))
+    assert recipe.objective[0].params["beta"] == 0.1 and recipe.train.lr == 0.005
+    assert config.load(write(tmp_path, GOOD), ["train.lr=2e-4"]).train.lr == 2e-4
+
+
+def test_a_key_written_twice_is_refused_with_its_lines(tmp_path):
+    with pytest.raises(ConfigError, match=r"key 'train' is written twice \(lines 9 and 11\)"):
+        config.load(write(tmp_path, GOOD + "train: {lr: 0.1}\nmodel2: {}\ntrain: {lr: 0.2}\n"))
+
+
+def test_a_negative_objective_weight_needs_saying_so(tmp_path):
+    negative = GOOD.replace("  name: dpo\n", "  name: dpo\n  weight: -1\n")
+    with pytest.raises(ConfigError, match="objective.0: .*negative weight .*allow_negative_weight"):
+        config.load(write(tmp_path, negative))
+    allowed = config.load(write(tmp_path, negative.replace("weight: -1", "weight: -1\n  allow_negative_weight: true")))
+    assert allowed.objective[0].weight == -1
+
+
+def test_the_old_skip_bad_rows_key_names_its_successor(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown key 'data.skip_bad_rows'\. It is now data.on_bad_row"):
+        config.load(write(tmp_path, GOOD.replace("  train: data.jsonl", "  train: data.jsonl\n  skip_bad_rows: true")))
