@@ -47,10 +47,14 @@ def cmd_train(args) -> int:
 
 def cmd_eval(args) -> int:
     from mmalign import config
-    from mmalign.evaluate import run_eval
+    from mmalign.evaluate import is_run_dir, run_eval, run_recipe, which_model
 
-    recipe = config.load(args.config, args.overrides)
-    results = run_eval(recipe)
+    if is_run_dir(args.config):  # a run folder: its recipe, with its trained weights
+        results = run_eval(run_recipe(args.config, args.overrides), trained=args.config)
+    else:
+        recipe = config.load(args.config, args.overrides)
+        print(which_model(recipe))
+        results = run_eval(recipe)
     for name, value in sorted(results.items()):
         print(f"{name}: {value:.4f}" if isinstance(value, float) else f"{name}: {value}")
     return 0
@@ -98,7 +102,8 @@ def parser() -> argparse.ArgumentParser:
     for name, fn, text in (("train", cmd_train, "train a policy from a YAML recipe"),
                            ("eval", cmd_eval, "run a recipe's evaluators on a model and data")):
         s = sub.add_parser(name, help=text, description=text)
-        s.add_argument("config", help="a YAML recipe (see `mmalign list configs`)")
+        s.add_argument("config", help="a YAML recipe or a bundled recipe's name (`mmalign list configs`)"
+                       + ("; or a finished run's folder, to evaluate its trained model" if name == "eval" else ""))
         s.add_argument("overrides", nargs="*", metavar="key=value",
                        help="dotted overrides, e.g. train.lr=1e-5 objective.params.beta=0.2")
         if name == "train":

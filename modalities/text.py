@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mmalign.data.checks import RowChecks
 from mmalign.data.io import RowRef, read_rows
 from mmalign.errors import ConfigError, DataError
 from mmalign.modality import ModelSpec, check_needs
@@ -94,25 +95,39 @@ class TextModality:
         return model
 
     # -- data ------------------------------------------------------------------------------
-    def load_records(self, path: str, schema: str | None = None) -> list[dict[str, Any]]:
+    def load_records(self, path: str, schema: str | None = None, *,
+                     checks: RowChecks | None = None) -> list[dict[str, Any]]:
         """Rows of a local file, normalised by a dataset schema (``preference`` or
         ``unpaired``; guessed from the first row's columns when not given).
 
         Each record's ``sample_id`` is ``<file name>:<row>`` (``:<k>`` added when a row yields
-        several records) and its ``source`` names file and row for later messages.
+        several records) and its ``source`` names file and row for later messages. Exact
+        duplicate rows are dropped and each row is checked under ``checks.row()``: with
+        ``data.on_bad_row: skip`` a bad row is dropped and counted
+        (:func:`mmalign.data.checks.load_checked`), the good ones kept.
         """
+        checks = checks or RowChecks()
         records: list[dict[str, Any]] = []
-        for row_index, row in read_rows(path):
+        read = False
+        for row_index, row in checks.unique(read_rows(path)):
             where = RowRef(str(path), row_index)
-            schema = schema or _guess_schema(row, where)
-            produced = dataset_schemas.get(schema)(row, where)
-            for k, record in enumerate(produced):
-                suffix = f":{k}" if len(produced) > 1 else ""
-                _check_record(record, where, schema, self.chat_template)
-                records.append({**record, "sample_id": f"{Path(path).name}:{row_index}{suffix}",
-                                "source": {"file": str(path), "row": row_index}})
-        if not records:
+            schema = schema or _guess_schema(row, where)  # a file no schema fits is not a bad row
+            read = True
+            with checks.row():
+                records.extend(self._row_records(row, where, schema, Path(path).name))
+        if not read:
             raise DataError("holds no rows", file=str(path), hint="Point the recipe at a file with data")
+        return records
+
+    def _row_records(self, row: dict[str, Any], where: RowRef, schema: str, name: str) -> list[dict[str, Any]]:
+        """The records of one row, or a DataError: a row is kept or dropped whole."""
+        produced = dataset_schemas.get(schema)(row, where)
+        records = []
+        for k, record in enumerate(produced):
+            suffix = f":{k}" if len(produced) > 1 else ""
+            _check_record(record, where, schema, self.chat_template)
+            records.append({**record, "sample_id": f"{name}:{where.row}{suffix}",
+                            "source": {"file": str(where.file), "row": where.row}})
         return records
 
     def collate(self, records: Sequence[dict[str, Any]]) -> Batch:

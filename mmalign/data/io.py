@@ -114,10 +114,21 @@ def _check_json(path: Path) -> None:
             return
         except (json.JSONDecodeError, UnicodeDecodeError):
             pass  # perhaps JSON lines: the line check below names the bad line
-    with path.open(encoding="utf-8", errors="replace") as handle:
-        for number, line in enumerate(handle, start=1):
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            line = _utf8(raw, number, path)
             if line.strip():
                 _check_json_line(line, number, path)
+
+
+def _utf8(raw: bytes, number: int, path: Path) -> str:
+    """A line as text; other encodings (Latin-1, UTF-16) are named, not a traceback."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        bad = f"byte 0x{raw[exc.start]:02x} at byte {exc.start + 1} of the line"
+        raise DataError(f"line {number} is not valid UTF-8 ({bad})", file=str(path),
+                        hint="Save the file as UTF-8") from None
 
 
 def _check_json_line(line: str, number: int, path: Path) -> None:

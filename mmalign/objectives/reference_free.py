@@ -65,9 +65,16 @@ def cpo(policy: Surrogate, reference: Surrogate | None = None, ctx: Context | No
 
 def log1mexp(x: Tensor) -> Tensor:
     """``log(1 - exp(x))`` for ``x < 0``, accurate at both ends (Maechler 2012): ``expm1``
-    near 0, where ``1 - exp(x)`` cancels, and ``log1p`` far below it."""
-    return torch.where(x > -0.6931471805599453, torch.log(-torch.expm1(x)),
-                       torch.log1p(-torch.exp(x)))
+    near 0, where ``1 - exp(x)`` cancels, and ``log1p`` far below it.
+
+    Each branch only sees inputs of its own range (the other rows get a harmless -1): a
+    ``where`` sends a zero gradient into the branch it does not select, and ``0`` times the
+    infinite derivative of ``log1p(-exp(x))`` at ``exp(x) = 1`` (``x`` within ~6e-8 of 0 in
+    float32) would be nan."""
+    near = x > -0.6931471805599453
+    safe = torch.full_like(x, -1.0)
+    return torch.where(near, torch.log(-torch.expm1(torch.where(near, x, safe))),
+                       torch.log1p(-torch.exp(torch.where(near, safe, x))))
 
 
 def _log_odds(mean_logp: Tensor, side: str) -> Tensor:

@@ -59,6 +59,9 @@ FAULT_TEXTS = (("no space left", errno.ENOSPC), ("os error 28", errno.ENOSPC),
 STATE_TENSORS, STATE_JSON, LEGACY_PICKLE = "trainer.safetensors", "trainer.json", "trainer.pt"
 
 
+#: the trained weights a finished run leaves beside its export
+TRAINED = "trained.safetensors"
+
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().contiguous().clone() for n, p in model.named_parameters() if p.requires_grad}
 
@@ -93,6 +96,30 @@ def save(run_dir: Path, step: int, *, policy: nn.Module, optimizer, scheduler,
     for old in sorted(root.glob("step-*"))[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def save_trained(run_dir: Path, policy: nn.Module) -> Path:
+    """``run_dir/trained.safetensors``: the trainable weights at the end of the run (the
+    adapter for LoRA), which ``mmalign eval RUN_DIR`` loads into the model its recipe builds.
+    Written to a temporary name, fsynced, then renamed."""
+    final, tmp = Path(run_dir) / TRAINED, Path(run_dir) / f".{TRAINED}.tmp"
+    try:
+        save_file(trainable_state(policy), str(tmp))
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        tmp.rename(final)
+    except Exception as exc:
+        tmp.unlink(missing_ok=True)
+        fault = disk_fault(final, exc)
+        if fault is None:
+            raise
+        raise fault from exc
+    return final
+
+
+def load_trained(run_dir: Path, policy: nn.Module) -> None:
+    """Put a run's ``trained.safetensors`` into ``policy`` (built as the run built it)."""
+    _load_policy(Path(run_dir), policy, _read_tensors(Path(run_dir) / TRAINED))
 
 
 def clean_leftovers(run_dir: Path) -> list[Path]:

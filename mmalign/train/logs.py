@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,9 @@ class MetricsLog:
     def write(self, step: int, metrics: dict[str, float], split: str = "train") -> None:
         if not self.enabled:
             return
-        row = {"step": step, "split": split, **{k: v for k, v in metrics.items() if math.isfinite(v)}}
+        # NaN and inf are written as such (JSON's NaN / Infinity, which json and pandas read):
+        # a curve must show the step where a run broke, not skip it
+        row = {"step": step, "split": split, **metrics}
         with self.path.open("a") as f:
             f.write(json.dumps(row) + "\n")
 

@@ -7,25 +7,26 @@ or an objective's name; what differs is declared by the modality (``supported_ne
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import shutil
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import nn
 
 from mmalign import config as config_mod
+from mmalign.data import checks
 from mmalign.errors import ConfigError
 from mmalign.modality import ModelSpec, check_needs
 from mmalign.objectives.compose import compose
 from mmalign.objectives.spec import Context
 from mmalign.registry import modalities
-from mmalign.train import adapters, checkpoint, precompute
+from mmalign.train import adapters, checkpoint, guard, precompute, rundir
 from mmalign.train.logs import Averager, MetricsLog, postfix, progress
 from mmalign.train.optim import make_optimizer, make_scheduler, trainable_parameters
 from mmalign.train.order import Order
@@ -51,6 +52,9 @@ class Session:
     train_records: list[dict]
     eval_records: list[dict]
     accelerator: Any = None
+    lock: Any = None  # rundir.RunLock of the main process, released when the run ends
+    data_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    last_fault: str = ""  # the guard's line for the last non-finite step
     history: list[dict] = field(default_factory=list)
     step: int = 0
     seconds: dict[str, float] = field(default_factory=dict)  # "precompute", "train_loop"
@@ -65,8 +69,9 @@ def build_modality(recipe: config_mod.Recipe):
 
 
 def build(recipe: config_mod.Recipe, *, overwrite: bool = False, accelerator=None) -> Session:
+    """Everything a run needs, every check first: the recipe's names and needs, precision,
+    the run folder's lock, every data row, then the model."""
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
 
     run_dir = Path(recipe.logging.output_dir)
     objective = compose([(t.name, t.weight, t.params) for t in recipe.objective])
@@ -76,14 +81,41 @@ def build(recipe: config_mod.Recipe, *, overwrite: bool = False, accelerator=Non
     if strategy == "precomputed":
         precompute.check_storable(objective.needs, getattr(modality, "policy_dependent_draw", False))
 
+    cpu = recipe.train.cpu or not torch.cuda.is_available()
+    check_precision(recipe, cpu)
     accelerator = accelerator or Accelerator(
         gradient_accumulation_steps=recipe.train.grad_accum,
         mixed_precision=recipe.train.mixed_precision,
-        cpu=recipe.train.cpu or not torch.cuda.is_available(),
+        cpu=cpu,
         log_with=trackers(recipe.logging) or None,
         project_dir=str(run_dir),
     )
-    prepare_run_dir(run_dir, recipe, overwrite, accelerator.is_main_process)
+    lock = rundir.RunLock(run_dir) if accelerator.is_main_process else None
+    try:
+        return _build(recipe, modality, objective, strategy, accelerator, lock, overwrite)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+
+
+def _build(recipe, modality, objective, strategy, accelerator, lock, overwrite) -> Session:
+    from accelerate.utils import set_seed
+
+    run_dir = Path(recipe.logging.output_dir)
+    rundir.check_run_dir(run_dir, recipe, overwrite)
+    if recipe.train.resume_from:  # a refused resume must leave the run folder as it was
+        checkpoint.check_compatible(checkpoint.find(recipe.train.resume_from), recipe.dump())
+    # every row is read and checked before the model loads: a bad file costs seconds, not a load
+    data_counts: dict[str, dict[str, int]] = {}
+    train_records, data_counts["train"] = checks.load_checked(modality, recipe.data.train, recipe.data.schema_,
+                                                              recipe.data.on_bad_row)
+    eval_records: list[dict] = []
+    if recipe.data.eval:
+        eval_records, data_counts["eval"] = checks.load_checked(modality, recipe.data.eval, recipe.data.schema_,
+                                                                recipe.data.on_bad_row)
+    if recipe.data.limit:
+        train_records = train_records[: recipe.data.limit]
     set_seed(recipe.train.seed)
 
     spec = ModelSpec(path=recipe.model.path, builder=recipe.model.builder,
@@ -105,19 +137,23 @@ def build(recipe: config_mod.Recipe, *, overwrite: bool = False, accelerator=Non
     if recipe.reference.sync is not None and reference.model is None:
         raise ConfigError("reference.sync (TR-DPO) updates a separate reference model; use "
                           "reference.strategy=copy")
+    if accelerator.is_main_process:  # every check has passed: the folder becomes this run's
+        rundir.start_run_dir(run_dir, recipe, overwrite)
+        for leftover in checkpoint.clean_leftovers(run_dir):
+            log.info("removed %s, a checkpoint an earlier run left half-written", leftover)
+        rundir.write_data_report(run_dir, data_counts)
+    accelerator.wait_for_everyone()
 
-    train_records = modality.load_records(recipe.data.train, recipe.data.schema_)
-    eval_records = modality.load_records(recipe.data.eval, recipe.data.schema_) if recipe.data.eval else []
-    if recipe.data.limit:
-        train_records = train_records[: recipe.data.limit]
     if hasattr(modality, "prepare"):
         cache_dir = run_dir / "cache"  # a modality option may point it elsewhere, to share it
         train_records = modality.prepare(train_records, str(cache_dir))
         eval_records = modality.prepare(eval_records, str(cache_dir)) if eval_records else []
 
     state = objective.make_state()
-    session = Session(recipe, run_dir, modality, policy, PolicyScorer(modality, policy), reference,
-                      objective, state, objective.needs, train_records, eval_records, accelerator)
+    session = Session(recipe=recipe, run_dir=run_dir, modality=modality, policy=policy,
+                      scorer=PolicyScorer(modality, policy), reference=reference, objective=objective,
+                      objective_state=state, needs=objective.needs, train_records=train_records,
+                      eval_records=eval_records, accelerator=accelerator, lock=lock, data_counts=data_counts)
     if strategy == "precomputed":
         reference.store = build_precomputed(session, live)
         reference.model = None  # the live reference is no longer needed: free its memory
@@ -153,6 +189,17 @@ def place_reference(acc, model: nn.Module) -> nn.Module:
     return model.to(acc.device)
 
 
+def check_precision(recipe: config_mod.Recipe, cpu: bool) -> None:
+    """float16 on a CPU overflows and underflows where bf16 and float32 do not: refuse it."""
+    if not cpu:
+        return
+    if recipe.model.dtype == "float16":
+        raise ConfigError("model.dtype float16 on a CPU: its range is too narrow to train there and "
+                          "the loss turns to NaN; use float32, or bfloat16")
+    if recipe.train.mixed_precision == "fp16":
+        raise ConfigError("train.mixed_precision fp16 needs a CUDA device; on a CPU use bf16 or no")
+
+
 def resolve_strategy(recipe: config_mod.Recipe, objective) -> str:
     strategy = recipe.reference.strategy
     if strategy != "auto":
@@ -163,23 +210,6 @@ def resolve_strategy(recipe: config_mod.Recipe, objective) -> str:
     if objective.reference == "none":
         return "none"
     return "adapters_off" if recipe.model.lora is not None else "copy"
-
-
-def prepare_run_dir(run_dir: Path, recipe, overwrite: bool, main: bool) -> None:
-    """Refuse to mix two runs in one folder unless asked; save the resolved recipe."""
-    resumed = recipe.train.resume_from and Path(recipe.train.resume_from).resolve().is_relative_to(
-        run_dir.resolve())
-    if (run_dir / "metrics.jsonl").exists() and not resumed:
-        if not overwrite:
-            raise ConfigError(f"logging.output_dir {run_dir} holds another run; pass --overwrite to "
-                              "replace it, choose another output_dir, or set train.resume_from")
-        if main:
-            for name in ("metrics.jsonl", "checkpoints", "export", "precomputed", "cache"):
-                path = run_dir / name
-                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(recipe.dump(), sort_keys=False))
 
 
 def enable_gradient_checkpointing(model: nn.Module) -> None:
@@ -296,8 +326,20 @@ def unwrap(s: Session, scorer: nn.Module) -> nn.Module:
 
 
 def train(recipe: config_mod.Recipe, *, overwrite: bool = False, accelerator=None) -> Session:
+    """Build, (resume), loop, export. The run folder's lock is held until the run ends; a
+    non-finite loss or gradient norm, SIGTERM or SIGINT end it with :class:`guard.TrainingStopped`."""
     s = build(recipe, overwrite=overwrite, accelerator=accelerator)
-    acc, t = s.accelerator, recipe.train
+    try:
+        with guard.StopSignals() as signals:
+            _train(s, signals)
+    finally:
+        if s.lock is not None:
+            s.lock.release()
+    return s
+
+
+def _train(s: Session, signals: guard.StopSignals) -> None:
+    acc, t, recipe = s.accelerator, s.recipe.train, s.recipe
     order = make_order(s)
     total = total_steps(s, order)
     optimizer = make_optimizer(trainable_parameters(s.policy, s.objective_state), t.optimizer,
@@ -312,7 +354,6 @@ def train(recipe: config_mod.Recipe, *, overwrite: bool = False, accelerator=Non
     start = 0
     if t.resume_from:
         ckpt = checkpoint.find(t.resume_from)
-        checkpoint.check_compatible(ckpt, recipe.dump())
         start = checkpoint.load(ckpt, policy=unwrap(s, model), optimizer=optimizer,
                                 scheduler=scheduler, objective_state=s.objective_state,
                                 reference=s.reference.model if recipe.reference.sync else None)
@@ -327,31 +368,17 @@ def train(recipe: config_mod.Recipe, *, overwrite: bool = False, accelerator=Non
     model.train()
     started = time.perf_counter()
     for step in range(start, total):
-        averager = Averager()
-        for micro in range(t.grad_accum):
-            epoch, rows = order.rows(step, micro, acc.process_index)
-            records = [s.train_records[i] for i in rows]
-            sync = acc.no_sync(model) if micro < t.grad_accum - 1 else _nullcontext()
-            with sync, acc.autocast():
-                loss, metrics = forward(s, model, records, epoch, step, training=True)
-                acc.backward(loss / t.grad_accum)
-            averager.add(metrics)
-        if t.max_grad_norm:
-            averager.add({"grad_norm": acc.clip_grad_norm_(trainable_parameters(model, s.objective_state),
-                                                           t.max_grad_norm)})
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        means, applied, stop = train_step(s, model, optimizer, scheduler, order, step, signals)
         s.step = step + 1
-        if recipe.reference.sync and s.step % recipe.reference.sync.every == 0:
-            soft_update(s.reference.model, unwrap(s, model), recipe.reference.sync.alpha)
-        means = {k: acc.reduce(torch.tensor(v, device=acc.device), "mean").item()
-                 for k, v in averager.means().items()}
-        means["lr"] = scheduler.get_last_lr()[0]
         s.history.append({"step": s.step, **means})
-        if s.step % recipe.logging.every == 0 or s.step == total:
+        if s.step % recipe.logging.every == 0 or s.step == total or not applied:
             metrics_log.write(s.step, means)
             acc.log(means, step=s.step)
+        if stop or (not applied and t.on_nonfinite != "skip"):
+            bar.close()
+            stopped(s, model, optimizer, scheduler, means, applied, signals.requested)
+        if recipe.reference.sync and s.step % recipe.reference.sync.every == 0:
+            soft_update(s.reference.model, unwrap(s, model), recipe.reference.sync.alpha)
         bar.set_postfix(postfix(means))
         bar.update(1)
         if recipe.eval.every and s.step % recipe.eval.every == 0:
@@ -362,6 +389,64 @@ def train(recipe: config_mod.Recipe, *, overwrite: bool = False, accelerator=Non
             save_checkpoint(s, model, optimizer, scheduler)
     bar.close()
     s.seconds["train_loop"] = time.perf_counter() - started
+    finish(s, model, optimizer, scheduler, metrics_log, start)
+
+
+def train_step(s: Session, model, optimizer, scheduler, order: Order, step: int,
+               signals: guard.StopSignals) -> tuple[dict[str, float], bool, bool]:
+    """One optimiser step over ``grad_accum`` micro-batches. Returns the metrics (averaged
+    over processes), whether the update was applied (everything finite everywhere), and
+    whether any process was asked to stop."""
+    acc, t = s.accelerator, s.recipe.train
+    averager, losses, ids = Averager(), [], []
+    for micro in range(t.grad_accum):
+        epoch, rows = order.rows(step, micro, acc.process_index)
+        records = [s.train_records[i] for i in rows]
+        ids += [str(r.get("sample_id")) for r in records]
+        sync = acc.no_sync(model) if micro < t.grad_accum - 1 else contextlib.nullcontext()
+        with sync, acc.autocast():
+            loss, metrics = forward(s, model, records, epoch, step, training=True)
+            acc.backward(loss / t.grad_accum)
+        losses.append(loss.detach())
+        averager.add(metrics)
+    # an infinite max norm measures without clipping, so the guard sees the norm either way
+    grad_norm = acc.clip_grad_norm_(trainable_parameters(model, s.objective_state), t.max_grad_norm or math.inf)
+    if grad_norm is not None and (t.max_grad_norm or not torch.isfinite(grad_norm)):
+        averager.add({"grad_norm": grad_norm})
+    # under fp16 the grad scaler owns overflowing gradients: it skips that step and lowers
+    # its scale, which is routine; the guard then watches the loss alone
+    watched = [*losses] if getattr(acc, "scaler", None) is not None else [*losses, grad_norm]
+    finite, stop = guard.step_flags(acc, watched, signals.requested is not None)
+    if finite or t.on_nonfinite == "skip":
+        if finite:
+            optimizer.step()
+        scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    means = {k: acc.reduce(torch.tensor(v, device=acc.device), "mean").item()
+             for k, v in averager.means().items()}
+    means["lr"] = scheduler.get_last_lr()[0]
+    if not finite:
+        means["skipped"] = 1.0
+        s.last_fault = guard.report(step + 1, ids, guard.nonfinite_values(means), t.on_nonfinite)
+    return means, finite, stop
+
+
+def stopped(s: Session, model, optimizer, scheduler, means: dict[str, float], applied: bool,
+            signal_name: str | None) -> None:
+    """End a run that must stop: a checkpoint of the last good state when asked for, then
+    :class:`guard.TrainingStopped` with how to go on."""
+    t = s.recipe.train
+    if not applied:
+        s.step -= 1  # the bad update was not applied: the state is the previous step's
+        ckpt = save_checkpoint(s, model, optimizer, scheduler) if t.on_nonfinite == "checkpoint-and-stop" else None
+        raise guard.TrainingStopped(guard.stop_message(s.last_fault, ckpt))
+    ckpt = save_checkpoint(s, model, optimizer, scheduler) if t.save_every else None
+    raise guard.TrainingStopped(guard.signal_message(signal_name or "a signal", s.step, ckpt, str(s.run_dir)))
+
+
+def finish(s: Session, model, optimizer, scheduler, metrics_log: MetricsLog, start: int) -> None:
+    """Last evaluation and checkpoint, after-training samples, the trained weights, export."""
+    recipe, t, acc = s.recipe, s.recipe.train, s.accelerator
     if s.eval_records and recipe.eval.every:
         if not (s.history and s.step % recipe.eval.every == 0):
             evaluate(s, model, metrics_log)
@@ -370,10 +455,10 @@ def train(recipe: config_mod.Recipe, *, overwrite: bool = False, accelerator=Non
     s.policy = unwrap(s, model)
     write_samples(s, model, "after")
     acc.wait_for_everyone()
-    if acc.is_main_process and total > start:
+    if acc.is_main_process and s.step > start:
+        checkpoint.save_trained(s.run_dir, s.policy)
         export(s)
     acc.end_training()
-    return s
 
 
 def _flat_config(d: dict, prefix: str = "") -> dict:
@@ -387,14 +472,6 @@ def _flat_config(d: dict, prefix: str = "") -> dict:
         else:
             out[f"{prefix}{k}"] = str(v)
     return out
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 @torch.no_grad()
@@ -432,14 +509,17 @@ def write_samples(s: Session, model: nn.Module, tag: str) -> str | None:
     return out
 
 
-def save_checkpoint(s: Session, model, optimizer, scheduler) -> None:
+def save_checkpoint(s: Session, model, optimizer, scheduler) -> str:
+    """``checkpoints/step-XXXXXXX`` of the state after ``s.step`` steps; returns its path."""
     s.accelerator.wait_for_everyone()
+    path = s.run_dir / "checkpoints" / f"step-{s.step:07d}"
     if s.accelerator.is_main_process:
-        checkpoint.save(s.run_dir, s.step, policy=unwrap(s, model),
-                        optimizer=optimizer, scheduler=scheduler, objective_state=s.objective_state,
-                        reference=s.reference.model if s.recipe.reference.sync else None,
-                        recipe=s.recipe.dump(), keep_last=s.recipe.train.keep_last)
+        path = checkpoint.save(s.run_dir, s.step, policy=unwrap(s, model),
+                               optimizer=optimizer, scheduler=scheduler, objective_state=s.objective_state,
+                               reference=s.reference.model if s.recipe.reference.sync else None,
+                               recipe=s.recipe.dump(), keep_last=s.recipe.train.keep_last)
     s.accelerator.wait_for_everyone()
+    return str(path)
 
 
 def export(s: Session) -> list[str]:

@@ -1,16 +1,16 @@
 """Decoding, repairing and the shared resize / crop / flip of an image pair."""
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from mmalign.errors import DataError
+from mmalign.modalities.image_io import decode_image
 
 
 @dataclass(frozen=True)
@@ -22,10 +22,6 @@ class RowRef:
 
     def error(self, field: str, message: str, hint: str | None = None) -> DataError:
         return DataError(message, file=self.file, row=self.row, field=field, hint=hint)
-
-
-class UndecodableImage(DataError):
-    """Image bytes that do not decode: the one row error ``skip_bad_rows`` may skip."""
 
 
 def image_bytes(value: Any, where: RowRef, field: str) -> bytes:
@@ -47,27 +43,22 @@ def image_bytes(value: Any, where: RowRef, field: str) -> bytes:
                       "Store the image as encoded bytes (PNG/JPEG) or as a file path")
 
 
-def decode_rgb(data: bytes, where: RowRef, field: str) -> tuple[Image.Image, bool]:
-    """Decode image bytes to RGB; return ``(image, repaired)``.
+def decode_rgb(data: bytes, where: RowRef, field: str) -> tuple[Image.Image, str | None]:
+    """Decode image bytes to RGB; return ``(image, mode it was repaired from, or None)``.
 
-    Repaired, not refused: RGBA and LA are composited on white (dropping alpha would turn
-    transparent areas to whatever colour they hold), grayscale and palette images converted.
+    Undecodable bytes, decompression bombs and tiny images are refused (shared with the
+    vision-language modality, :mod:`mmalign.modalities.image_io`). Repaired, not refused:
+    RGBA and LA are composited on white (dropping alpha would turn transparent areas to
+    whatever colour they hold), grayscale and palette images converted.
     """
-    try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise UndecodableImage(
-            f"cannot decode the image bytes ({exc})", file=where.file, row=where.row, field=field,
-            hint="Re-export the image, or set model.options.skip_bad_rows: true to skip and count such rows",
-        ) from None
+    image = decode_image(data, where, field, "the image bytes")
     if image.mode == "RGB":
-        return image, False
+        return image, None
     if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB"), True
-    return image.convert("RGB"), True
+        return Image.alpha_composite(background, rgba).convert("RGB"), image.mode
+    return image.convert("RGB"), image.mode
 
 
 def resize_short_side(image: Image.Image, resolution: int) -> Image.Image:

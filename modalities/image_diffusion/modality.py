@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from mmalign.data.checks import RowChecks
 from mmalign.errors import ConfigError, DataError
 from mmalign.modality import ModelSpec
 from mmalign.models import diffusion as builders
@@ -25,7 +26,7 @@ from mmalign.modalities.image_diffusion.encode import empty_prompt, is_truncated
 from mmalign.modalities.image_diffusion.export import export_unet
 from mmalign.modalities.image_diffusion.images import RowRef, decode_rgb
 from mmalign.modalities.image_diffusion.inversion import grid_indices, inversion_draw
-from mmalign.modalities.image_diffusion.options import DiffusionOptions
+from mmalign.modalities.image_diffusion.options import parse_options
 from mmalign.modalities.image_diffusion.records import load_records
 from mmalign.modalities.image_diffusion.sampling import sample_images, save_grid
 from mmalign.modalities.image_diffusion.surrogate import diffusion_surrogate
@@ -45,7 +46,7 @@ class ImageDiffusionModality:
     lora_target_modules = ("to_q", "to_k", "to_v", "to_out.0")
 
     def __init__(self, **options: Any):
-        self.options = DiffusionOptions(**options)
+        self.options = parse_options(options)
         self.policy_dependent_draw = self.options.draw == "inversion"
         self.parts: builders.DiffusionParts | None = None
         self.counts: Counter = Counter()
@@ -95,17 +96,26 @@ class ImageDiffusionModality:
         return self._empty
 
     # -- data --------------------------------------------------------------------------
-    def load_records(self, path: str, schema: str | None) -> list[dict[str, Any]]:
-        """Validated records; ties dropped (unless ``keep_ties``), undecodable rows skipped
-        only with ``skip_bad_rows``; RGBA / grayscale and over-long captions repaired. All
-        counted in ``self.counts`` and the log."""
+    def load_records(self, path: str, schema: str | None = None, *,
+                     checks: RowChecks | None = None) -> list[dict[str, Any]]:
+        """Validated records; ties dropped (unless ``keep_ties``), empty captions refused
+        (unless ``allow_empty_captions``); RGBA / grayscale and over-long captions repaired.
+        Counted in ``self.counts`` and, for :func:`mmalign.data.checks.load_checked`, in
+        ``checks.counts``; ``checks`` also says whether a bad row stops the run or is dropped."""
+        checks = checks or RowChecks()
         tokenizer = self.parts.tokenizer if self.parts is not None else None
         records, counts = load_records(
-            path, schema or "pickapic", keep_ties=self.options.keep_ties, skip_bad_rows=self.options.skip_bad_rows,
-            pairing=self.options.pairing,
+            path, schema or "pickapic", self.options, checks=checks,
             count_truncated=(lambda p: is_truncated(tokenizer, p)) if tokenizer is not None else None)
         self.counts.update(counts)
+        checks.counts.update(counts)
         return records
+
+    @staticmethod
+    def pair_identical(record: dict[str, Any]) -> bool:
+        """A pair of two images with the same bytes prefers nothing (for the data checks)."""
+        images = record.get("images") or []
+        return len(images) == 2 and images[0] == images[1]
 
     def prepare(self, records: list[dict[str, Any]], cache_dir: str) -> list[dict[str, Any]]:
         """With ``cache: true``, encode every record once into ``cache_dir`` (see ``cache.py``)."""

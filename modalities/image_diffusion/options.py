@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Any
 
 from mmalign.errors import ConfigError
 
@@ -20,7 +21,8 @@ class DiffusionOptions:
     * ``crop``: ``center`` or ``random``; ``random_flip``: mirror pairs with probability 0.5.
     * ``vae_path``: a separate VAE folder (for example an fp16-safe SDXL VAE).
     * ``keep_ties``: keep Pick-a-Pic ties (label 0.5) instead of dropping them.
-    * ``skip_bad_rows``: skip and count rows whose images cannot be decoded.
+    * ``allow_empty_captions``: keep rows with an empty caption, trained unconditionally
+      (refused by default: an empty caption is more often a broken row than a wish).
     * ``pairing``: ``unpaired`` splits each pair into a desirable and an undesirable row (KTO).
     * ``draw``: ``forward`` noising, or ``inversion`` (InPO: x_t from DDIM inversion).
     * ``inversion_steps``: DDIM inversion grid size for ``draw: inversion``.
@@ -35,7 +37,7 @@ class DiffusionOptions:
     random_flip: bool = False
     vae_path: str | None = None
     keep_ties: bool = False
-    skip_bad_rows: bool = False
+    allow_empty_captions: bool = False
     pairing: str = "paired"
     draw: str = "forward"
     inversion_steps: int = 10
@@ -54,7 +56,7 @@ class DiffusionOptions:
             raise ConfigError(
                 f"model.options.caption_dropout must be a probability in [0, 1], got {self.caption_dropout!r}"
             )
-        for name in ("cache", "random_flip", "keep_ties", "skip_bad_rows"):
+        for name in ("cache", "random_flip", "keep_ties", "allow_empty_captions"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"model.options.{name} must be true or false, got {getattr(self, name)!r}")
         _choice("crop", self.crop, CROPS)
@@ -66,6 +68,21 @@ class DiffusionOptions:
     @classmethod
     def names(cls) -> list[str]:
         return [f.name for f in fields(cls)]
+
+
+#: options of earlier releases, and the key that replaced them
+REPLACED = {"skip_bad_rows": "data.on_bad_row: skip"}
+
+
+def parse_options(options: dict[str, Any]) -> DiffusionOptions:
+    """:class:`DiffusionOptions` from the recipe's ``model.options``; an option that moved
+    elsewhere is named with its new key instead of being silently ignored or half-kept."""
+    for old, new in REPLACED.items():
+        if old in options:
+            raise ConfigError(f"model.options.{old} is no longer an option: set {new} to drop and count "
+                              "rows that cannot be used (in the recipe's data section; it covers every "
+                              "kind of bad row)")
+    return DiffusionOptions(**options)
 
 
 def _positive_int(name: str, value: object) -> None:

@@ -11,18 +11,18 @@ and hashable for the cache.
 from __future__ import annotations
 
 import hashlib
-import logging
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from mmalign.data.checks import RowChecks
 from mmalign.errors import DataError
 from mmalign.registry import datasets as dataset_registry
 
-from mmalign.modalities.image_diffusion.images import RowRef, UndecodableImage, decode_rgb, image_bytes
+from mmalign.modalities.image_diffusion.images import RowRef, decode_rgb, image_bytes
+from mmalign.modalities.image_diffusion.options import DiffusionOptions
 from mmalign.modalities.image_diffusion.schemas import Candidate
 
-logger = logging.getLogger("mmalign.image_diffusion")
 
 def table_file(path: str) -> str:
     """The table to read: ``path`` itself, or an image folder's ``metadata.jsonl`` (or
@@ -44,47 +44,64 @@ def read_rows(path: str) -> Iterable[dict[str, Any]]:
     return (row for _, row in io.read_rows(path))
 
 
-def load_records(path: str, schema: str, *, keep_ties: bool, skip_bad_rows: bool, pairing: str,
-                 count_truncated: Callable[[str], bool] | None = None) -> tuple[list[dict], Counter]:
-    """Validated records of ``path`` under ``schema`` and the counts of what was dropped,
-    skipped and repaired (also logged)."""
+def load_records(path: str, schema: str, options: DiffusionOptions, *,
+                 count_truncated: Callable[[str], bool] | None = None,
+                 checks: RowChecks | None = None) -> tuple[list[dict], Counter]:
+    """Validated records of ``path`` under ``schema`` and the counts of what was dropped
+    (ties) and repaired. Exact duplicate rows are dropped and each row is checked under
+    ``checks.row()``, so with ``data.on_bad_row: skip`` a bad row is dropped and counted and
+    the good ones kept."""
     parse = dataset_registry.get(schema)
     path = table_file(path)
+    checks = checks or RowChecks()
     counts: Counter = Counter()
     records: list[dict] = []
     name = Path(path).name
-    for index, row in enumerate(read_rows(path)):
+    for index, row in checks.unique(enumerate(read_rows(path))):
         where = RowRef(path, index)
-        try:
-            candidates = parse(row, where)
-            built = [_record(c, where, f"{name}#{index}" + (f".{k}" if k else ""), counts)
-                     for k, c in enumerate(candidates)]
-        except UndecodableImage:
-            if not skip_bad_rows:
-                raise
-            counts["skipped_bad_rows"] += 1
-            continue
-        for record in built:
-            if record["tie"] and not keep_ties:
-                counts["dropped_ties"] += 1
-                continue
-            if count_truncated is not None and count_truncated(record["prompt"]):
-                counts["truncated_captions"] += 1
-            records.extend(_split(record) if pairing == "unpaired" and record["label"] is None else [record])
+        with checks.row():
+            built, found = _row_records(parse(row, where), where, name, options, count_truncated)
+            records.extend(built)
+            counts.update(found)  # only for rows kept whole
     if not records:
         raise DataError("no usable rows", file=path,
-                        hint=f"Counts: {dict(counts) or 'empty file'}; check the schema and the data")
-    if counts:
-        logger.info("%s: %d records; %s", path, len(records), ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+                        hint=f"Counts: {dict(checks.counts + counts) or 'empty file'}; check the schema and the data")
     return records, counts
+
+
+def _row_records(candidates: list[Candidate], where: RowRef, name: str, options: DiffusionOptions,
+                 count_truncated: Callable[[str], bool] | None) -> tuple[list[dict], Counter]:
+    """The records of one row and what was dropped or repaired in it, or a DataError."""
+    found: Counter = Counter()
+    records = []
+    for k, candidate in enumerate(candidates):
+        _check_caption(candidate, where, options.allow_empty_captions)
+        record = _record(candidate, where, f"{name}#{where.row}" + (f".{k}" if k else ""), found)
+        if record["tie"] and not options.keep_ties:
+            found["dropped: tie (keep_ties is off)"] += 1
+            continue
+        if count_truncated is not None and count_truncated(record["prompt"]):
+            found["repaired: caption truncated"] += 1
+        split = options.pairing == "unpaired" and record["label"] is None
+        records.extend(_split(record) if split else [record])
+    return records, found
+
+
+def _check_caption(candidate: Candidate, where: RowRef, allow_empty: bool) -> None:
+    """An empty caption is more often a broken row than a wish for unconditional training."""
+    if not allow_empty and not candidate.prompt.strip():
+        raise where.error(candidate.prompt_field, "is empty",
+                          "Give the row a caption, or set model.options.allow_empty_captions: true "
+                          "to train such rows unconditionally")
 
 
 def _record(candidate: Candidate, where: RowRef, sample_id: str, counts: Counter) -> dict:
     images = []
     for value, field in zip(candidate.images, candidate.image_fields):
         data = image_bytes(value, where, field)
-        _, repaired = decode_rgb(data, where, field)
-        counts["converted_to_rgb"] += int(repaired)
+        _, repaired_from = decode_rgb(data, where, field)
+        if repaired_from is not None:
+            counts[f"repaired: {repaired_from} to RGB"] += 1
         images.append(data)
     return {"sample_id": sample_id, "prompt": candidate.prompt, "images": images, "label": candidate.label,
             "tie": candidate.tie, "file": where.file, "row": where.row}

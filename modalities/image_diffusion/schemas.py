@@ -20,8 +20,9 @@ from mmalign.modalities.image_diffusion.images import RowRef
 class Candidate:
     """One example from a row: a prompt and its images, winner first.
 
-    ``image_fields`` name the columns the images came from (for messages). ``tie`` marks a
-    pair with no preferred image. ``label`` is set for unpaired rows (1 desirable, 0 not).
+    ``image_fields`` and ``prompt_field`` name the columns the images and the prompt came
+    from (for messages). ``tie`` marks a pair with no preferred image. ``label`` is set for
+    unpaired rows (1 desirable, 0 not).
     """
 
     prompt: str
@@ -30,12 +31,18 @@ class Candidate:
     tie: bool = False
     label: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    prompt_field: str = "prompt"
 
 
 def _column(row: dict, name: str, where: RowRef, *aliases: str) -> Any:
+    return row[_column_name(row, name, where, *aliases)]
+
+
+def _column_name(row: dict, name: str, where: RowRef, *aliases: str) -> str:
+    """The first of ``name`` and its aliases the row has a value for."""
     for key in (name, *aliases):
         if key in row and row[key] is not None:
-            return row[key]
+            return key
     names = " or ".join(repr(k) for k in (name, *aliases))
     raise where.error(name, f"missing column {names} (columns present: {', '.join(sorted(row))})",
                       "Rename the column, or choose the schema that matches the file (data.schema)")
@@ -54,6 +61,7 @@ def pickapic(row: dict, where: RowRef) -> list[Candidate]:
     ``label_0`` = 1 when image 0 is preferred, 0 when image 1 is, 0.5 for a tie.
     The winner is put first."""
     caption = _prompt(row, where, "caption")
+    named = {"prompt_field": "caption"}
     first, second = _column(row, "jpg_0", where), _column(row, "jpg_1", where)
     label = _column(row, "label_0", where)
     try:
@@ -64,8 +72,8 @@ def pickapic(row: dict, where: RowRef) -> list[Candidate]:
         raise where.error("label_0", f"label {row['label_0']!r} is not one of 0, 0.5, 1",
                           "Pick-a-Pic labels are 1 (jpg_0 preferred), 0 (jpg_1 preferred) or 0.5 (tie)")
     if label == 0.0:
-        return [Candidate(caption, [second, first], ["jpg_1", "jpg_0"])]
-    return [Candidate(caption, [first, second], ["jpg_0", "jpg_1"], tie=label == 0.5)]
+        return [Candidate(caption, [second, first], ["jpg_1", "jpg_0"], **named)]
+    return [Candidate(caption, [first, second], ["jpg_0", "jpg_1"], tie=label == 0.5, **named)]
 
 
 @register_dataset("image_pairs")
@@ -74,7 +82,8 @@ def image_pairs(row: dict, where: RowRef) -> list[Candidate]:
     as encoded bytes, ``{"bytes", "path"}`` dicts or file paths."""
     prompt = _prompt(row, where, "prompt", "caption")
     chosen, rejected = _column(row, "chosen", where), _column(row, "rejected", where)
-    return [Candidate(prompt, [chosen, rejected], ["chosen", "rejected"])]
+    return [Candidate(prompt, [chosen, rejected], ["chosen", "rejected"],
+                      prompt_field=_column_name(row, "prompt", where, "caption"))]
 
 
 @register_dataset("image_labels")
@@ -87,4 +96,5 @@ def image_labels(row: dict, where: RowRef) -> list[Candidate]:
     if label not in (0, 1, True, False):
         raise where.error("label", f"label {label!r} is not 0 or 1",
                           "Use 1 (or true) for a desirable image and 0 (or false) for an undesirable one")
-    return [Candidate(prompt, [image], ["image"], label=float(label))]
+    return [Candidate(prompt, [image], ["image"], label=float(label),
+                      prompt_field=_column_name(row, "prompt", where, "caption"))]

@@ -1,19 +1,21 @@
 """Opening images given as paths, bytes or PIL images, and corrupting them for mDPO.
 
-Every failure is a :class:`~mmalign.errors.DataError` naming file, row and field; RGBA,
-palette and grayscale images are converted to RGB and counted, not refused.
+Every failure is a :class:`~mmalign.errors.DataError` naming file, row and field (decoding,
+decompression bombs and too-small images are checked by :mod:`mmalign.modalities.image_io`,
+shared with image_diffusion); RGBA, palette and grayscale images are converted to RGB and
+counted, not refused.
 """
 from __future__ import annotations
 
-import io
 import os
 from collections import Counter
 from typing import Any
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from mmalign.data.io import RowRef
+from mmalign.modalities.image_io import decode_image
 
 #: an image as rows give it: a path (absolute, or relative to the data file), raw bytes, a
 #: ``datasets`` Image feature dict ``{"bytes": ..., "path": ...}`` or a PIL image
@@ -24,22 +26,22 @@ def open_image(source: ImageSource, where: RowRef, field: str, repairs: Counter 
     """Decode ``source`` to an RGB PIL image (fully loaded, so later reads cannot fail)."""
     if isinstance(source, dict):
         source = source.get("bytes") or source.get("path")
-    if isinstance(source, Image.Image):
+    if isinstance(source, Image.Image):  # made by code (augmentations), not read from data
         image = source
     elif isinstance(source, (bytes, bytearray)):
-        image = _decode(lambda: Image.open(io.BytesIO(source)), where, field, "these image bytes")
+        image = decode_image(bytes(source), where, field, "these image bytes")
     elif isinstance(source, (str, os.PathLike)) and str(source):
         path = resolve_path(str(source), where)
         if not os.path.isfile(path):
             raise where.error(field, f"image file '{path}' does not exist",
                               "Fix the path (relative paths are read from the data file's folder)")
-        image = _decode(lambda: Image.open(path), where, field, f"image file '{path}'")
+        image = decode_image(path, where, field, f"image file '{path}'")
     else:
         raise where.error(field, f"is not an image (got {type(source).__name__})",
                           "Give a path, image bytes or a datasets Image value")
     if image.mode != "RGB":
         if repairs is not None:
-            repairs[f"images converted from {image.mode} to RGB"] += 1
+            repairs[f"repaired: {image.mode} to RGB"] += 1
         image = image.convert("RGB")
     return image
 
@@ -49,16 +51,6 @@ def resolve_path(path: str, where: RowRef) -> str:
     if os.path.isabs(path):
         return path
     return os.path.join(os.path.dirname(os.path.abspath(where.file)), path)
-
-
-def _decode(open_fn, where: RowRef, field: str, what: str) -> Image.Image:
-    try:
-        image = open_fn()
-        image.load()
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise where.error(field, f"cannot decode {what} ({type(exc).__name__}: {exc})",
-                          "Replace the image with a valid PNG / JPEG / WebP file or drop the row") from exc
-    return image
 
 
 def corrupt_image(image: Image.Image, generator: torch.Generator, mode: str = "crop",

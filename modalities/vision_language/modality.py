@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
+from mmalign.data.checks import RowChecks
 from mmalign.data.io import RowRef
 from mmalign.errors import ConfigError, DataError
 from mmalign.modalities.vision_language import records as _records
@@ -94,10 +95,19 @@ class VisionLanguageModality:
         return list(self._lora_targets)
 
     # -- data -----------------------------------------------------------------------------
-    def load_records(self, path: str, schema: str | None) -> list[dict[str, Any]]:
-        """Validated records; tokenized now when the policy (hence the processor) is loaded."""
-        encode = self._encoder() if self.processor is not None else None
-        return _records.load_records(path, schema, encode=encode, repairs=self.repairs)
+    def load_records(self, path: str, schema: str | None = None, *,
+                     checks: RowChecks | None = None) -> list[dict[str, Any]]:
+        """Validated records; tokenized now when the policy (hence the processor) is loaded.
+
+        Repairs are counted in ``self.repairs`` and, for :func:`mmalign.data.checks.load_checked`,
+        in ``checks.counts``; ``checks`` also says whether a bad row stops the run or is dropped."""
+        checks = checks or RowChecks()
+        found: Counter = Counter()
+        encode = _records.encoder(self.processor, self.max_length, found) if self.processor is not None else None
+        records = _records.load_records(path, schema, encode=encode, repairs=found, checks=checks)
+        self.repairs.update(found)
+        checks.counts.update(found)
+        return records
 
     def _encoder(self):
         return _records.encoder(self.processor, self.max_length, self.repairs)

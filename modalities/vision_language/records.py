@@ -12,6 +12,7 @@ import os
 from collections import Counter
 from typing import Any, Callable
 
+from mmalign.data.checks import RowChecks
 from mmalign.data.io import RowRef, read_rows
 from mmalign.errors import ConfigError, DataError
 from mmalign.modalities.vision_language import schemas as _schemas  # noqa: F401  (registers the schemas)
@@ -36,25 +37,36 @@ def detect_schema(row: dict[str, Any], path: str) -> str:
 
 
 def load_records(path: str, schema: str | None, *, encode: Callable[[dict], None] | None = None,
-                 repairs: Counter | None = None) -> list[dict[str, Any]]:
-    """Validated records of ``path``; ``encode(record)``, when given, tokenizes each one."""
+                 repairs: Counter | None = None, checks: RowChecks | None = None) -> list[dict[str, Any]]:
+    """Validated records of ``path``; ``encode(record)``, when given, tokenizes each one.
+
+    Exact duplicate rows are dropped and each row is checked under ``checks.row()``, so with
+    ``data.on_bad_row: skip`` a bad row is dropped and counted and the good ones kept."""
+    checks = checks or RowChecks()
     records: list[dict[str, Any]] = []
     schema_fn = None
     name = os.path.basename(path)
-    for index, row in read_rows(path):
-        if schema_fn is None:
-            schema_name = schema or detect_schema(row, path)
-            schema_fn = datasets.get(schema_name)
-        where = RowRef(path, index)
-        pairs = schema_fn(row, where)
-        for k, pair in enumerate(pairs):
-            sample_id = f"{name}#{index}" if len(pairs) == 1 else f"{name}#{index}.{k}"
-            record = make_record(pair, where, sample_id, repairs)
-            if encode is not None:
-                encode(record)
-            records.append(record)
+    for index, row in checks.unique(read_rows(path)):
+        if schema_fn is None:  # outside the row guard: a file no schema fits is not a bad row
+            schema_fn = datasets.get(schema or detect_schema(row, path))
+        with checks.row():
+            records.extend(_row_records(schema_fn, row, RowRef(path, index), name, encode, repairs))
     if schema_fn is None:
         raise DataError("has no rows", file=path, hint="Give a data file with at least one preference pair")
+    return records
+
+
+def _row_records(schema_fn, row: dict[str, Any], where: RowRef, name: str,
+                 encode: Callable[[dict], None] | None, repairs: Counter | None) -> list[dict[str, Any]]:
+    """All records of one row, or a DataError: a row is kept or dropped whole."""
+    pairs = schema_fn(row, where)
+    records = []
+    for k, pair in enumerate(pairs):
+        sample_id = f"{name}#{where.row}" if len(pairs) == 1 else f"{name}#{where.row}.{k}"
+        record = make_record(pair, where, sample_id, repairs)
+        if encode is not None:
+            encode(record)
+        records.append(record)
     return records
 
 

@@ -16,6 +16,7 @@ correct, 0 = hallucinated; the response is their texts joined by spaces).
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from mmalign.data.io import RowRef, require_fields
@@ -59,6 +60,9 @@ def rlhf_v(row: dict[str, Any], where: RowRef) -> list[dict[str, Any]]:
         except json.JSONDecodeError as exc:
             raise where.error("text", f"is not valid JSON ({exc.msg} at column {exc.colno})",
                               "Give a JSON object with question, chosen and rejected") from exc
+        except (ValueError, RecursionError) as exc:  # an integer of > 4300 digits, deep nesting
+            raise where.error("text", f"cannot be read as JSON ({type(exc).__name__}: {exc})",
+                              "Give a JSON object with question, chosen and rejected") from exc
     if not isinstance(text, dict):
         raise where.error("text", "must be a JSON object with question, chosen and rejected", None)
     for key in ("question", "chosen", "rejected"):
@@ -81,6 +85,10 @@ def vlfeedback(row: dict[str, Any], where: RowRef) -> list[dict[str, Any]]:
     image = row.get("image", row.get("img_path"))
     if image is None:
         raise where.error("image", "is missing", "Give each row an 'image' (or 'img_path') column")
+    if not isinstance(row["completions"], list):
+        got = type(row["completions"]).__name__
+        raise where.error("completions", f"must be a list of rated completions (got {got})",
+                          "Give a list of {\"response\": ..., \"annotations\": ...} objects")
     scored = [(_mean_rating(c, where, k), c["response"]) for k, c in enumerate(row["completions"])]
     pairs = []
     for i in range(len(scored)):
@@ -99,15 +107,26 @@ def _mean_rating(completion: Any, where: RowRef, index: int) -> float:
     if not isinstance(completion, dict) or not isinstance(completion.get("response"), str):
         raise where.error(field, "has no 'response' text", "Give each completion a response and annotations")
     annotations = completion.get("annotations") or {}
+    if not isinstance(annotations, dict):
+        raise where.error(field, f"has annotations that are not an object "
+                          f"(got {type(annotations).__name__})", "Write annotations as {aspect: {\"Rating\": r}}")
     ratings = []
     for aspect in VLFEEDBACK_ASPECTS:
-        value = (annotations.get(aspect) or {}).get("Rating")
+        rated = annotations.get(aspect) or {}
+        if not isinstance(rated, dict):
+            raise where.error(field, f"has a {aspect} annotation that is not an object "
+                              f"(got {type(rated).__name__})", "Write annotations as {aspect: {\"Rating\": r}}")
+        value = rated.get("Rating")
         if value is None or str(value).strip() in ("", "N/A"):
             continue
         try:
-            ratings.append(float(value))
-        except ValueError as exc:
+            rating = float(value)
+        except (TypeError, ValueError) as exc:
             raise where.error(field, f"has a non-numeric {aspect} rating {value!r}", "Ratings are numbers 1-5") from exc
+        if not math.isfinite(rating):
+            # a nan score would make a pair with a nan margin, and compare false with every other
+            raise where.error(field, f"has a non-finite {aspect} rating {value!r}", "Ratings are numbers 1-5")
+        ratings.append(rating)
     if not ratings:
         raise where.error(field, "has no rating", f"Rate at least one of: {', '.join(VLFEEDBACK_ASPECTS)}")
     return sum(ratings) / len(ratings)
@@ -133,7 +152,11 @@ def _response_text(value: Any, where: RowRef, field: str) -> str:
     if isinstance(value, list) and len(value) == 1 and isinstance(value[0], dict):
         value = value[0].get("content")
         if isinstance(value, list):
-            value = " ".join(item.get("text") or "" for item in value if isinstance(item, dict))
+            parts = [item.get("text") for item in value if isinstance(item, dict)]
+            if any(part is not None and not isinstance(part, str) for part in parts):
+                raise where.error(field, "has a content part whose 'text' is not text",
+                                  "Write content parts as {\"type\": \"text\", \"text\": \"...\"}")
+            value = " ".join(part or "" for part in parts)
     if value is None:
         raise where.error(field, "is missing", f"Give every row a '{field}' response")
     if not isinstance(value, str):
@@ -143,6 +166,9 @@ def _response_text(value: Any, where: RowRef, field: str) -> str:
 
 def _join_sentences(sentences: Any, where: RowRef, field: str) -> tuple[str, list[tuple[int, int, int]]]:
     """Labelled sentences -> the response text and each sentence's ``(start, end, label)``."""
+    if not isinstance(sentences, list):
+        raise where.error(field, f"must be a list of sentences (got {type(sentences).__name__})",
+                          "Write [{\"text\": ..., \"label\": 0 or 1}, ...]")
     text, spans = "", []
     for k, item in enumerate(sentences):
         valid = isinstance(item, dict) and isinstance(item.get("text"), str) and item.get("label") in (0, 1)

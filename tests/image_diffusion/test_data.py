@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 
+from mmalign.data.checks import load_checked
 from mmalign.errors import ConfigError, DataError
 from mmalign.modalities.image_diffusion import ImageDiffusionModality
 
@@ -25,7 +26,7 @@ def test_pickapic_puts_the_winner_first_and_drops_ties(tmp_path):
     assert [r["sample_id"] for r in records] == ["data.parquet#0", "data.parquet#1", "data.parquet#2"]
     assert records[0]["images"] == [rows[0]["jpg_0"], rows[0]["jpg_1"]]  # label_0 = 1: jpg_0 wins
     assert records[1]["images"] == [rows[1]["jpg_1"], rows[1]["jpg_0"]]  # label_0 = 0: jpg_1 wins
-    assert modality.counts["dropped_ties"] == 1
+    assert modality.counts["dropped: tie (keep_ties is off)"] == 1
 
 
 def test_keep_ties_keeps_and_marks_them(tmp_path):
@@ -42,23 +43,31 @@ def test_corrupt_image_bytes_name_file_row_and_field(tmp_path):
         load(tmp_path, rows)
     text = str(err.value)
     assert text.startswith(f"{tmp_path / 'data.parquet'}, row 2, field 'jpg_1': cannot decode the image bytes")
-    assert "skip_bad_rows: true" in text
+    assert "Replace the image with a valid PNG / JPEG / WebP file or drop the row" in text
 
 
-def test_skip_bad_rows_skips_and_counts(tmp_path):
+def test_on_bad_row_skip_drops_and_counts_undecodable_rows(tmp_path):
     rows = pickapic_rows(3)
     rows[1]["jpg_0"] = b"garbage"
-    modality, records, _ = load(tmp_path, rows, skip_bad_rows=True)
+    modality = ImageDiffusionModality(resolution=32)
+    records, counts = load_checked(modality, write_parquet(tmp_path / "data.parquet", rows), "pickapic", "skip")
     assert [r["row"] for r in records] == [0, 2]
-    assert modality.counts["skipped_bad_rows"] == 1
+    assert counts == {"rows_read": 3, "dropped: jpg_0: cannot decode the image bytes": 1, "records_kept": 2}
 
 
-def test_skip_bad_rows_does_not_hide_a_missing_column(tmp_path):
+def test_on_bad_row_skip_leaving_no_row_names_the_counts(tmp_path):
     rows = [{k: v for k, v in r.items() if k != "label_0"} for r in pickapic_rows(2)]
     with pytest.raises(DataError) as err:
-        load(tmp_path, rows, skip_bad_rows=True)
-    assert str(err.value).startswith(f"{tmp_path / 'data.parquet'}, row 0, field 'label_0': missing column 'label_0'")
-    assert "caption, jpg_0, jpg_1" in str(err.value)
+        load_checked(ImageDiffusionModality(resolution=32), write_parquet(tmp_path / "data.parquet", rows),
+                     "pickapic", "skip")
+    assert str(err.value) == (f"{tmp_path / 'data.parquet'}: no usable rows. Counts: {{'rows_read': 2, "
+                              "'dropped: label_0: missing column …': 2}; check the schema and the data")
+
+
+def test_the_old_skip_bad_rows_option_names_its_successor():
+    with pytest.raises(ConfigError, match=r"model.options.skip_bad_rows is no longer an option: "
+                                          r"set data.on_bad_row: skip to drop and count rows"):
+        ImageDiffusionModality(skip_bad_rows=True)
 
 
 def test_label_outside_the_allowed_values(tmp_path):
@@ -74,7 +83,7 @@ def test_rgba_and_grayscale_are_converted_and_counted(tmp_path):
     rows[0]["jpg_0"] = png((10, 20, 30, 0), mode="RGBA")
     rows[1]["jpg_1"] = png(128, mode="L")
     modality, records, _ = load(tmp_path, rows)
-    assert modality.counts["converted_to_rgb"] == 2
+    assert (modality.counts["repaired: RGBA to RGB"], modality.counts["repaired: L to RGB"]) == (1, 1)
     batch = modality.collate(records)
     assert all(im.mode == "RGB" for pair in batch.inputs["images"] for im in pair)
     # a fully transparent pixel is composited on white
@@ -85,7 +94,7 @@ def test_overlong_captions_are_counted_and_truncated(tmp_path):
     rows = pickapic_rows(2)
     rows[0]["caption"] = "word " * 40  # the tiny CLIP tokenizer takes 16 tokens
     modality, records, _ = load(tmp_path, rows)
-    assert modality.counts["truncated_captions"] == 1
+    assert modality.counts["repaired: caption truncated"] == 1
     policy_free = modality.collate(records)
     draw = modality.draw(policy_free, 0, None)
     frozen = modality._frozen(policy_free, draw)

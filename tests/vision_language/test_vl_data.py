@@ -119,7 +119,7 @@ def test_rgba_images_are_converted_and_counted(modality_with_policy, write_rows,
     modality, _ = modality_with_policy()
     make_image(7).convert("RGBA").save(image_dir / "rgba.png")
     modality.load_records(write_rows("a.jsonl", [{**rlaif_rows[0], "image": "rgba.png"}]), "rlaif_v")
-    assert modality.repairs["images converted from RGBA to RGB"] == 1
+    assert modality.repairs["repaired: RGBA to RGB"] == 1
 
 
 def test_retrieved_term_without_retrieved_image_names_the_row(pair_records):

@@ -1,0 +1,154 @@
+"""Every registered dataset schema on arbitrary rows (hypothesis): it returns a list of
+records or raises an mmalign error (a :class:`~mmalign.errors.MmalignError`, which names
+file, row and field); never a KeyError, TypeError, AttributeError or any other exception,
+which would end a long run with a traceback instead of a message.
+
+Schemas are read from ``mmalign.registry.datasets`` (text, image_diffusion and
+vision_language schemas, and any plugin's), so a schema registered later is covered too.
+A schema is called as the loaders call it: ``schema(row, RowRef(file, row_index))``.
+
+Rows hold JSON-like values as ``mmalign.data.io.read_rows`` can yield them: null, booleans,
+int64 / uint64 integers (what a table column can hold; a JSON integer beyond that is
+refused by the reader before any schema sees it), floats including nan and +-inf, text
+including very long text, bytes (binary columns, encoded images), lists and objects nested
+in any mix. A row is built as a well-formed row of the known columns (each present three
+times in four: a message list, a rated completion, labelled sentences, JSON in a string,
+...) and then damaged at up to three places of any depth: a value replaced by junk or a key
+deleted. One damaged place deep inside an otherwise good row is what reaches the checks
+deep inside a schema, not only its first missing-column message.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Iterator
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mmalign.data.io import RowRef
+from mmalign.errors import MmalignError
+from mmalign.registry import datasets
+
+SCHEMAS = datasets.names()
+WHERE = RowRef("data/rows.jsonl", 7)
+
+# -- junk: any JSON-like value ----------------------------------------------------------------------
+
+INT64 = st.integers(min_value=-2**63, max_value=2**64 - 1)
+#: long text without drawing every character: a short piece repeated up to 200k times
+HUGE_TEXT = st.builds(lambda piece, n: piece * n, st.text(min_size=1, max_size=3), st.integers(0, 200_000))
+TEXT = st.one_of(st.text(min_size=1, max_size=12), st.sampled_from(["", " ", "\n", "<image>", "N/A", "1"]),
+                 HUGE_TEXT)
+SCALARS = st.one_of(st.none(), st.booleans(), INT64, st.floats(allow_nan=True, allow_infinity=True),
+                    TEXT, st.binary(max_size=16))
+INNER_KEYS = st.sampled_from(["role", "content", "text", "label", "response", "annotations", "Rating",
+                              "Helpfulness", "bytes", "path", "question", "chosen", "rejected", "type"])
+
+
+def nested(scalars: st.SearchStrategy) -> st.SearchStrategy:
+    return st.recursive(scalars, lambda children: st.one_of(
+        st.lists(children, max_size=4),
+        st.dictionaries(st.one_of(INNER_KEYS, st.text(max_size=6)), children, max_size=4)), max_leaves=12)
+
+
+#: a value where another was expected: a bare scalar as often as a nested one
+JUNK = st.one_of(SCALARS, nested(SCALARS))
+#: what a JSON document can hold (no bytes), for text that is JSON inside a string
+JSON_DOC = nested(st.one_of(st.none(), st.booleans(), INT64, st.floats(), st.text(max_size=12)))
+
+# -- well-formed values of the known columns --------------------------------------------------------
+
+MESSAGE = st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant", "system"]), "content": TEXT})
+MESSAGES = st.lists(MESSAGE, min_size=1, max_size=3)
+#: a response as TRL writes it: one assistant message, content text or [{"type", "text"}]
+TRL_RESPONSE = st.lists(st.fixed_dictionaries({"role": st.just("assistant"), "content": st.one_of(
+    TEXT, st.lists(st.fixed_dictionaries({"type": st.just("text"), "text": TEXT}), min_size=1, max_size=3))}),
+    min_size=1, max_size=1)
+RESPONSE = st.one_of(TEXT, MESSAGES, TRL_RESPONSE)
+RATING = st.one_of(st.integers(1, 5), st.floats(1, 5), st.sampled_from(["3", "4.5", "N/A", ""]))
+ANNOTATIONS = st.fixed_dictionaries({}, optional={
+    aspect: st.fixed_dictionaries({"Rating": RATING})
+    for aspect in ("Helpfulness", "Visual Faithfulness", "Ethical Considerations")})
+SENTENCES = st.lists(st.fixed_dictionaries({"text": TEXT, "label": st.sampled_from([0, 1])}),
+                     min_size=1, max_size=3)
+IMAGE = st.one_of(st.binary(max_size=16), st.sampled_from(["a.png", "missing/b.jpg"]),
+                  st.fixed_dictionaries({"bytes": st.binary(max_size=8), "path": st.one_of(st.none(), TEXT)}))
+#: RLHF-V's ``text``: a JSON object in a string (or already parsed), or text that only
+#: looks like JSON
+RLHF_TEXT = st.one_of(
+    st.builds(json.dumps, st.fixed_dictionaries({"question": TEXT, "chosen": TEXT, "rejected": TEXT})),
+    st.fixed_dictionaries({"question": TEXT, "chosen": TEXT, "rejected": TEXT}),
+    st.builds(json.dumps, JSON_DOC),
+    st.builds(lambda n: "9" * n, st.integers(1, 10_000)),  # Python caps int parsing at 4300 digits
+    st.builds(lambda n: "[" * n + "]" * n, st.integers(1, 100_000)))  # nesting beyond recursion
+
+WELL_FORMED: dict[str, st.SearchStrategy] = {
+    "prompt": st.one_of(TEXT, MESSAGES), "chosen": RESPONSE, "rejected": RESPONSE,
+    "completion": RESPONSE, "label": st.sampled_from([0, 1, True, False, 0.5, 2]),
+    "caption": TEXT, "question": TEXT, "jpg_0": IMAGE, "jpg_1": IMAGE,
+    "label_0": st.sampled_from([0, 1, 0.5, 0.25, "1", "0.5"]), "image": IMAGE,
+    "images": st.lists(IMAGE, max_size=3), "img_path": TEXT, "rejected_image": IMAGE,
+    "retrieved_image": IMAGE, "text": RLHF_TEXT, "margin": st.floats(allow_nan=True),
+    "completions": st.lists(st.fixed_dictionaries({"response": TEXT, "annotations": ANNOTATIONS}),
+                            min_size=1, max_size=4),
+    "chosen_sentences": SENTENCES, "rejected_sentences": SENTENCES,
+}
+
+
+def places(value: Any, path: tuple = ()) -> Iterator[tuple]:
+    """The path of every value nested in ``value`` (dict keys and list indices)."""
+    if path:
+        yield path
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, child in items:
+        yield from places(child, path + (key,))
+
+
+@st.composite
+def rows(draw) -> dict[str, Any]:
+    """A well-formed row of the known columns damaged at up to three places, plus a few
+    unknown columns."""
+    row: dict[str, Any] = {column: draw(value) for column, value in WELL_FORMED.items()
+                           if draw(st.integers(0, 3))}
+    for _ in range(draw(st.integers(0, 3))):
+        candidates = list(places(row))
+        if not candidates:
+            break
+        path = draw(st.sampled_from(candidates))
+        parent = row
+        for key in path[:-1]:
+            parent = parent[key]
+        if isinstance(parent, dict) and draw(st.booleans()):
+            del parent[path[-1]]
+        else:
+            parent[path[-1]] = draw(JUNK)
+    row.update(draw(st.dictionaries(st.text(max_size=8), JUNK, max_size=2)))
+    return row
+
+
+@settings(max_examples=500, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(row=rows())
+def test_every_schema_returns_records_or_raises_an_mmalign_error(row):
+    """Each row goes to every schema (a row is costlier to draw than to parse, and a row one
+    schema refuses at once is a deep case for another). On anything but an mmalign error the
+    test fails naming the schema, with the original exception as the cause. A schema must
+    not change the row it reads either (loaders may hand the same row on)."""
+    for name in SCHEMAS:
+        schema = datasets.get(name)
+        snapshot = repr(row)
+        try:
+            records = schema(row, WHERE)
+        except MmalignError as error:
+            assert str(error), f"schema '{name}' raised {type(error).__name__} without a message"
+            continue
+        except Exception as error:
+            raise AssertionError(f"schema '{name}' raised {type(error).__name__}: {error}"[:2000]) from error
+        assert isinstance(records, list), f"schema '{name}' returned {type(records).__name__}, not a list"
+        assert repr(row) == snapshot, f"schema '{name}' changed the row it was given"
+
+
+def test_the_builtin_schemas_are_all_covered():
+    """Text, image_diffusion and vision_language schemas are all registered, so all are tested."""
+    assert {"preference", "unpaired", "pickapic", "image_pairs", "image_labels", "rlaif_v",
+            "vl_conversational", "rlhf_v", "vlfeedback"} <= set(SCHEMAS)
