@@ -255,7 +255,6 @@ def _log(path: str, counts: dict[str, int], examples: dict[str, str]) -> None:
     read = f"{counts['rows_read']} rows read, " if "rows_read" in counts else ""
     log.info("%s: %s%d records kept", path, read, counts["records_kept"])
     for key in sorted(k for k in counts if k not in ("rows_read", "records_kept")):
-        if key.startswith("dropped"):
-            log.warning("%s: %s: %d (first: %s)", path, key, counts[key], examples.get(key, "?"))
-        else:
-            log.info("%s: %s: %d", path, key, counts[key])
+        first = f" (first: {examples[key]})" if key in examples else ""
+        level = logging.WARNING if key.startswith("dropped") else logging.INFO
+        log.log(level, "%s: %s: %d%s", path, key, counts[key], first)

@@ -228,6 +228,10 @@ def enable_gradient_checkpointing(model: nn.Module) -> None:
 def build_precomputed(s: Session, live: str) -> precompute.PrecomputedReference:
     """One pass over the training rows with the live reference; shards per process."""
     recipe, acc = s.recipe, s.accelerator
+    # the pass runs before accelerate prepares the models: put them where the batches go
+    s.policy.to(acc.device)
+    if s.reference.model is not None:
+        s.reference.model.to(acc.device)
     order = make_order(s)
     epochs = -(-total_steps(s, order) // order.steps_per_epoch)
     probe = s.modality.collate(s.train_records[:1])

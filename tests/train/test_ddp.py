@@ -25,7 +25,8 @@ def test_two_process_ddp_matches_one_process(make_recipe, tmp_path):
     recipe = make_recipe("ddp", train={"max_steps": steps, "batch_size": 4, "cpu": True})
     path = tmp_path / "ddp.yaml"
     path.write_text(yaml.safe_dump(recipe.dump()))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    # two CPU processes (gloo), also on a machine with a GPU
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
          "-m", "mmalign.cli", "train", str(path)],

@@ -98,7 +98,7 @@ def test_the_cli_exits_1_with_the_reason_on_its_last_line(make_recipe, tmp_path,
 
 def test_float16_on_a_cpu_is_refused(make_recipe):
     with pytest.raises(ConfigError, match="float16 on a CPU"):
-        train(make_recipe(model={"dtype": "float16"}))
+        train(make_recipe(model={"dtype": "float16"}, train={"cpu": True}))
     with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
         train(make_recipe(train={"mixed_precision": "fp16", "cpu": True}))
 
@@ -174,7 +174,8 @@ def test_two_processes_decide_together_when_one_sees_nan(make_recipe, tmp_path):
         from mmalign.cli import main
         sys.exit(main(sys.argv[1:]))
     """))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    # two CPU processes (gloo), also on a machine with a GPU
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
     for action, code in (("skip", 0), ("stop", 1)):
         recipe = make_recipe(f"ddp_{action}", objective={"name": "nan_at_steps", "params": {"steps": [1], "rank": 1}},
                              train={"max_steps": 3, "batch_size": 4, "cpu": True, "on_nonfinite": action})

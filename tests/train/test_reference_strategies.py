@@ -30,7 +30,7 @@ def test_each_strategy_lowers_loss_and_raises_accuracy(make_recipe, reference, m
 
 
 def reference_on(session, records):
-    batch = session.modality.collate(records)
+    batch = session.modality.collate(records).to(session.accelerator.device)
     draw = session.modality.draw(batch, 0, session.policy)
     like = session.modality.surrogate(session.policy, batch, draw, session.needs)
     return session.reference.surrogate(session.modality, session.scorer, batch, draw,

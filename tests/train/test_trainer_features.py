@@ -12,7 +12,7 @@ from mmalign.train.run import build, forward, train
 
 
 def surrogates(session, records, model):
-    batch = session.modality.collate(records)
+    batch = session.modality.collate(records).to(next(model.parameters()).device)
     draw = session.modality.draw(batch, 0, model)
     with torch.no_grad():
         return session.modality.surrogate(model, batch, draw, session.needs)
@@ -30,12 +30,12 @@ def test_named_adapter_reference_is_the_adapter(make_recipe):
     batch = second.modality.collate(records)
     draw = second.modality.draw(batch, 0, second.policy)
     got = second.reference.surrogate(second.modality, second.scorer, batch, draw, second.needs)
-    torch.testing.assert_close(got.chosen, expected.chosen, atol=1e-6, rtol=0)
+    torch.testing.assert_close(got.chosen.cpu(), expected.chosen.cpu(), atol=1e-6, rtol=0)
     # the reference adapter is frozen; the policy's own adapter still trains
     trainable = [n for n, p in second.policy.named_parameters() if p.requires_grad]
     assert trainable and not any(".reference." in n for n in trainable)
     fresh = surrogates(second, records, second.policy)
-    assert not torch.allclose(fresh.chosen, expected.chosen)
+    assert not torch.allclose(fresh.chosen.cpu(), expected.chosen.cpu())
 
 
 def test_tr_dpo_sync_with_alpha_one_makes_reference_the_policy(make_recipe):
@@ -110,6 +110,10 @@ def test_adapters_disabled_restores_grad_flags(make_recipe):
                     "and test_each_strategy_lowers_loss_and_raises_accuracy")
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_mixed_precision_on_gpu(make_recipe, precision):
+    from accelerate.state import AcceleratorState
+
+    # accelerate keeps one precision per process; each parametrisation asks for its own
+    AcceleratorState._reset_state(reset_partial_state=True)
     session = train(make_recipe(train={"max_steps": 4, "mixed_precision": precision}))
     assert session.history[-1]["loss"] < session.history[0]["loss"]
 
