@@ -52,35 +52,47 @@ def nested(scalars: st.SearchStrategy) -> st.SearchStrategy:
         st.dictionaries(st.one_of(INNER_KEYS, st.text(max_size=6)), children, max_size=4)), max_leaves=12)
 
 
-#: a value where another was expected: a bare scalar as often as a nested one
+#: a value where another was expected: a bare scalar as often as a nested one (containers
+#: are built fresh for every draw: a row is damaged in place)
 JUNK = st.one_of(st.sampled_from([None, True, False, 0, 1, -1, 2.5, float("nan"), float("inf"), "", "x",
-                                  b"\x89PNG", [], {}, [None], {"": None}]),
+                                  b"\x89PNG"]),
+                 st.builds(list), st.builds(dict), st.builds(lambda: [None]), st.builds(lambda: {"": None}),
                  SCALARS, nested(SCALARS))
 #: what a JSON document can hold (no bytes), for text that is JSON inside a string
 JSON_DOC = nested(st.one_of(st.none(), st.booleans(), INT64, st.floats(), st.text(max_size=12)))
 
-# -- well-formed values of the known columns --------------------------------------------------------
 
-MESSAGE = st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant", "system"]), "content": TEXT})
-MESSAGES = st.lists(MESSAGE, min_size=1, max_size=3)
+@st.composite
+def leaf(draw, valid: st.SearchStrategy) -> Any:
+    """A value nested inside a column: junk one time in twelve, else well-formed. Damage
+    (below) reaches one place per draw; this reaches the many leaves of a nested column."""
+    return draw(JUNK) if draw(st.sampled_from(range(12))) == 0 else draw(valid)
+
+
+# -- well-formed values of the known columns (with junk leaves now and then) -----------------------
+
+MESSAGE = st.fixed_dictionaries({"role": leaf(st.sampled_from(["user", "assistant", "system"])),
+                                 "content": leaf(TEXT)})
+MESSAGES = st.lists(leaf(MESSAGE), min_size=1, max_size=3)
 #: a response as TRL writes it: one assistant message, content text or [{"type", "text"}]
 TRL_RESPONSE = st.lists(st.fixed_dictionaries({"role": st.just("assistant"), "content": st.one_of(
-    TEXT, st.lists(st.fixed_dictionaries({"type": st.just("text"), "text": TEXT}), min_size=1, max_size=3))}),
-    min_size=1, max_size=1)
+    leaf(TEXT), st.lists(leaf(st.fixed_dictionaries({"type": st.just("text"), "text": leaf(TEXT)})),
+                         min_size=1, max_size=3))}), min_size=1, max_size=1)
 RESPONSE = st.one_of(TEXT, MESSAGES, TRL_RESPONSE)
 RATING = st.one_of(st.integers(1, 5), st.floats(1, 5), st.sampled_from(["3", "4.5", "N/A", ""]))
 ANNOTATIONS = st.fixed_dictionaries({}, optional={
-    aspect: st.fixed_dictionaries({"Rating": RATING})
+    aspect: leaf(st.fixed_dictionaries({"Rating": leaf(RATING)}))
     for aspect in ("Helpfulness", "Visual Faithfulness", "Ethical Considerations")})
-SENTENCES = st.lists(st.fixed_dictionaries({"text": TEXT, "label": st.sampled_from([0, 1])}),
+SENTENCES = st.lists(leaf(st.fixed_dictionaries({"text": leaf(TEXT), "label": leaf(st.sampled_from([0, 1]))})),
                      min_size=1, max_size=3)
 IMAGE = st.one_of(st.binary(max_size=16), st.sampled_from(["a.png", "missing/b.jpg"]),
-                  st.fixed_dictionaries({"bytes": st.binary(max_size=8), "path": st.one_of(st.none(), TEXT)}))
+                  st.fixed_dictionaries({"bytes": leaf(st.binary(max_size=8)), "path": leaf(st.none())}))
 #: RLHF-V's ``text``: a JSON object in a string (or already parsed), or text that only
 #: looks like JSON
+RLHF_FIELDS = st.fixed_dictionaries({"question": leaf(TEXT), "chosen": leaf(TEXT), "rejected": leaf(TEXT)})
 RLHF_TEXT = st.one_of(
     st.builds(json.dumps, st.fixed_dictionaries({"question": TEXT, "chosen": TEXT, "rejected": TEXT})),
-    st.fixed_dictionaries({"question": TEXT, "chosen": TEXT, "rejected": TEXT}),
+    RLHF_FIELDS,
     st.builds(json.dumps, JSON_DOC),
     st.builds(lambda n: "9" * n, st.integers(1, 10_000)),  # Python caps int parsing at 4300 digits
     st.builds(lambda n: "[" * n + "]" * n, st.integers(1, 100_000)))  # nesting beyond recursion
@@ -92,7 +104,7 @@ WELL_FORMED: dict[str, st.SearchStrategy] = {
     "label_0": st.sampled_from([0, 1, 0.5, 0.25, "1", "0.5"]), "image": IMAGE,
     "images": st.lists(IMAGE, max_size=3), "img_path": TEXT, "rejected_image": IMAGE,
     "retrieved_image": IMAGE, "text": RLHF_TEXT, "margin": st.floats(allow_nan=True),
-    "completions": st.lists(st.fixed_dictionaries({"response": TEXT, "annotations": ANNOTATIONS}),
+    "completions": st.lists(leaf(st.fixed_dictionaries({"response": leaf(TEXT), "annotations": leaf(ANNOTATIONS)})),
                             min_size=1, max_size=4),
     "chosen_sentences": SENTENCES, "rejected_sentences": SENTENCES,
 }

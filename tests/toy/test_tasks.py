@@ -84,7 +84,7 @@ def test_lvlm_hallucination_full_size_moves_every_metric_the_right_way(tmp_path,
 
     assert main(["demo", "--task", "lvlm_hallucination", "--out", str(tmp_path), "--quiet"]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert set(summary) == {"tasks"}
+    assert set(summary) == {"tasks", "quick"} and summary["quick"] is False
     for result in summary["tasks"]:
         assert set(result) == {"task", "metric", "before", "after", "higher_is_better"}
         check_result(result, "lvlm_hallucination")
