@@ -91,7 +91,7 @@ def raw_batches(draw, needs: frozenset[str], paired: bool) -> dict[str, Any]:
     """Plain values of one batch (lists and seeds); :func:`build` makes fresh tensors from
     them, as given or with chosen and rejected swapped."""
     b = draw(st.integers(1, 4))
-    raw: dict[str, Any] = {"b": b, "u": {}, "mask": {}, "units": {}, "terms": {}, "fields": {}}
+    raw: dict[str, Any] = {"b": b, "u": {}, "mask": {}, "units": {}, "terms": {}, "fields": {}, "same": {}}
     for side in (SIDES if paired else ("chosen",)):
         u = draw(st.integers(1, 4))
         lengths = draw(st.lists(st.integers(1, u), min_size=b, max_size=b))
@@ -100,8 +100,9 @@ def raw_batches(draw, needs: frozenset[str], paired: bool) -> dict[str, Any]:
         for model in MODELS:
             values = draw(st.lists(LOGP, min_size=b * u, max_size=b * u))
             raw["units"][model, side] = [values[i * u:(i + 1) * u] for i in range(b)]
-        if draw(st.booleans()):
-            # the policy is the reference, as at step 0: every log-ratio and margin is 0
+        raw["same"][side] = draw(st.booleans())
+        if raw["same"][side]:
+            # the policy is the reference, as at step 0: every log-ratio, margin and KL is 0
             raw["units"]["policy", side] = raw["units"]["reference", side]
     for need in sorted(needs):
         if need.startswith("terms:"):
@@ -127,8 +128,12 @@ def raw_batches(draw, needs: frozenset[str], paired: bool) -> dict[str, Any]:
     return raw
 
 
-def _generator(raw: dict, *index: int) -> torch.Generator:
-    return torch.Generator().manual_seed(raw["seed"] * 16 + sum(i * 4 ** k for k, i in enumerate(index)))
+def _generator(raw: dict, model: int, side: int, kind: int) -> torch.Generator:
+    """The generator of one random tensor: vocabulary logits (kind 0) or hidden states
+    (kind 1) of one side of one model; the reference's when the policy is the reference."""
+    if raw["same"][SIDES[side]]:
+        model = 1
+    return torch.Generator().manual_seed(raw["seed"] * 8 + model + 2 * side + 4 * kind)
 
 
 def _other(side: str) -> str:
