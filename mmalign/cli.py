@@ -147,6 +147,12 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 1
     except Exception as exc:  # a bug or a failure of the environment, not of the input
+        from mmalign.train.checkpoint import disk_fault
+
+        fault = disk_fault(exc.filename or "a file", exc, "file", "") if isinstance(exc, OSError) else None
+        if fault is not None:  # a disk fault outside the writers that name their own
+            print(f"mmalign {args.command}: error: {fault}", file=sys.stderr)
+            return fault.exit_code
         logging.getLogger("mmalign").exception("failed")
         print(f"mmalign {args.command}: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

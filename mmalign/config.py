@@ -370,6 +370,8 @@ def check_names(recipe: Recipe, source: str) -> None:
         _check_params(spec, term, f"{source}: objective[{i}] ({term.name})")
     for name in recipe.eval.evaluators:
         named(registry.evaluators, name, "eval.evaluators")
+    if recipe.data.schema_:
+        named(registry.datasets, recipe.data.schema_, "data.schema")
     needs_ref = [t.name for t in recipe.objective
                  if objectives.get_spec(t.name).reference == "required"]
     if recipe.reference.strategy == "none" and needs_ref:

@@ -71,6 +71,13 @@ class Modality(Protocol):
         """Write the trained model in its ecosystem's own format; return the paths written."""
 
     # Optional, called when present:
+    #   load_records(path, schema, *, checks) -> records
+    #       with mmalign.data.checks.RowChecks: bad rows dropped and counted under
+    #       data.on_bad_row: skip, duplicates counted, repairs counted;
+    #   check_record(record) -> None
+    #       checks that need the loaded tokenizer or processor, run on every row before training;
+    #   pair_identical(record) -> bool
+    #       content-level "chosen equals rejected" (two image files with the same bytes);
     #   prepare(records, cache_dir) -> records
     #       frozen work done once (VAE latents, text embeddings), so an epoch over cached
     #       records never runs the frozen encoders;

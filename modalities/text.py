@@ -130,6 +130,13 @@ class TextModality:
                             "source": {"file": str(where.file), "row": where.row}})
         return records
 
+    def check_record(self, record: dict[str, Any]) -> None:
+        """Tokenise a record's prompt and responses once the tokenizer is loaded, so a prompt
+        that leaves no room for a response is named before training, not at its batch."""
+        for side in ("chosen", "rejected", "completion"):
+            if side in record:
+                self._encode(record, record[side])
+
     def collate(self, records: Sequence[dict[str, Any]]) -> Batch:
         """Tokenise rows into right-padded sequences and where their responses sit.
 

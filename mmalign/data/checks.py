@@ -113,6 +113,34 @@ def load_checked(modality: Any, path: str, schema: str | None,
     return kept, counts
 
 
+def check_loaded(modality: Any, records: list[dict[str, Any]], counts: dict[str, int],
+                 on_bad_row: str) -> list[dict[str, Any]]:
+    """Rows checked once more after the model loads, by the modality's optional
+    ``check_record(record)`` (what needs the tokenizer or processor: a prompt that leaves no
+    room for a response, tokenising for the first time), so no bad row waits for its batch.
+    Drops and counts under ``skip`` as :func:`load_checked` does; updates ``counts``."""
+    check = getattr(modality, "check_record", None)
+    if check is None:
+        return records
+    rows = RowChecks(on_bad_row)
+    kept = []
+    for record in records:
+        try:
+            with rows.row():
+                check(record)
+                kept.append(record)
+        except DataError as err:
+            raise (err if "on_bad_row" in str(err) else _with_hint(err, SKIP_HINT)) from None
+    for key, value in rows.counts.items():
+        counts[key] = counts.get(key, 0) + value
+    counts["records_kept"] = len(kept)
+    if rows.counts:
+        _log("after the model loaded", dict(rows.counts, records_kept=len(kept)), rows.examples)
+    if not kept:
+        raise DataError("no usable rows left after the data checks", hint=f"Counts: {counts}")
+    return kept
+
+
 def takes_checks(modality: Any) -> bool:
     """Whether the modality's ``load_records`` accepts ``checks=`` (by name, not ``**kwargs``)."""
     try:
@@ -253,6 +281,7 @@ def _reason(err: DataError) -> str:
 
 def _log(path: str, counts: dict[str, int], examples: dict[str, str]) -> None:
     read = f"{counts['rows_read']} rows read, " if "rows_read" in counts else ""
+    counts = {**counts, "records_kept": counts.get("records_kept", 0)}
     log.info("%s: %s%d records kept", path, read, counts["records_kept"])
     for key in sorted(k for k in counts if k not in ("rows_read", "records_kept")):
         first = f" (first: {examples[key]})" if key in examples else ""

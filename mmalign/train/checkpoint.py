@@ -46,6 +46,8 @@ DISK_FAULTS = {
                   "fix the folder's permissions or choose another logging.output_dir"),
     errno.EROFS: ("read-only file system",
                   "choose another logging.output_dir on a writable disk"),
+    errno.ENOTDIR: ("a file stands where a folder should be",
+                    "choose another logging.output_dir, or move that file"),
 }
 
 #: the same faults as writers that raise no OSError word them (safetensors' Rust writer,
@@ -110,7 +112,7 @@ def save_trained(run_dir: Path, policy: nn.Module) -> Path:
         tmp.rename(final)
     except Exception as exc:
         tmp.unlink(missing_ok=True)
-        fault = disk_fault(final, exc)
+        fault = disk_fault(final, exc, "the trained weights", "")
         if fault is None:
             raise
         raise fault from exc
@@ -134,8 +136,10 @@ def clean_leftovers(run_dir: Path) -> list[Path]:
     return leftovers
 
 
-def disk_fault(path: Path, exc: BaseException) -> RunError | None:
-    """``exc`` as a RunError when it is a fault of the disk (full, read-only, no permission)."""
+def disk_fault(path: Path, exc: BaseException, writing: str = "checkpoint",
+               kept: str = "; earlier checkpoints are untouched") -> RunError | None:
+    """``exc`` as a RunError when it is a fault of the disk (full, read-only, no permission,
+    a file where a folder should be): what could not be written, why, and what to do."""
     code = exc.errno if isinstance(exc, OSError) and exc.errno in DISK_FAULTS else None
     text = str(exc).lower()
     code = code or next((c for words, c in FAULT_TEXTS if words in text), None)
@@ -144,8 +148,7 @@ def disk_fault(path: Path, exc: BaseException) -> RunError | None:
     what, todo = DISK_FAULTS[code]
     named = isinstance(exc, OSError) and exc.filename
     detail = f"{exc.filename}: {exc.strerror}" if named else str(exc)
-    return RunError(f"could not write checkpoint {path}: {what} ({detail}). "
-                    f"{todo.capitalize()}; earlier checkpoints are untouched")
+    return RunError(f"could not write {writing} {path}: {what} ({detail}). {todo.capitalize()}{kept}")
 
 
 def _trainer_state(optimizer, scheduler, objective_state: nn.Module | None) -> dict:

@@ -120,7 +120,10 @@ def _build(recipe, modality, objective, strategy, accelerator, lock, overwrite) 
 
     spec = ModelSpec(path=recipe.model.path, builder=recipe.model.builder,
                      builder_args=recipe.model.builder_args, dtype=recipe.model.dtype)
-    policy = modality.load_policy(spec)
+    policy = load_policy(modality, spec)
+    train_records = checks.check_loaded(modality, train_records, data_counts["train"], recipe.data.on_bad_row)
+    if eval_records:
+        eval_records = checks.check_loaded(modality, eval_records, data_counts["eval"], recipe.data.on_bad_row)
     base = frozen_copy(policy) if strategy == "copy" or (
         strategy == "precomputed" and recipe.reference.precompute_with == "copy") else None
     if recipe.model.lora is not None:
@@ -187,6 +190,34 @@ def place_reference(acc, model: nn.Module) -> nn.Module:
     if acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
         return acc.prepare_model(model, evaluation_mode=True)
     return model.to(acc.device)
+
+
+def load_policy(modality, spec: ModelSpec) -> nn.Module:
+    """``modality.load_policy``, with a damaged weights file named instead of safetensors'
+    bare "header too large"."""
+    from safetensors import SafetensorError
+
+    try:
+        return modality.load_policy(spec)
+    except SafetensorError as exc:
+        bad = damaged_weights(Path(spec.path)) if spec.path else []
+        named = ", ".join(str(p) for p in bad) or f"a .safetensors file under {spec.path}"
+        raise ConfigError(f"model.path: {named} cannot be read ({exc}): the file is damaged or "
+                          "truncated; copy the checkpoint again") from None
+
+
+def damaged_weights(folder: Path) -> list[Path]:
+    """The ``.safetensors`` files under ``folder`` whose header does not read."""
+    from safetensors import safe_open
+
+    bad = []
+    for file in sorted(folder.rglob("*.safetensors")):
+        try:
+            with safe_open(str(file), "pt"):
+                pass
+        except Exception:  # noqa: BLE001 - any failure to open is what we report
+            bad.append(file)
+    return bad
 
 
 def check_precision(recipe: config_mod.Recipe, cpu: bool) -> None:

@@ -28,9 +28,15 @@ class RunLock:
     """An exclusive lock on ``run_dir/run.lock``, held until :meth:`release` or exit."""
 
     def __init__(self, run_dir: Path):
-        run_dir.mkdir(parents=True, exist_ok=True)
         self.path = run_dir / LOCK
-        self.handle = open(self.path, "a+", encoding="utf-8")
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            self.handle = open(self.path, "a+", encoding="utf-8")
+        except OSError as exc:
+            from mmalign.train.checkpoint import disk_fault
+
+            fault = disk_fault(run_dir, exc, "the run folder (logging.output_dir)", "")
+            raise (fault or exc) from exc
         try:
             fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

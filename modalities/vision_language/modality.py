@@ -109,6 +109,12 @@ class VisionLanguageModality:
         checks.counts.update(found)
         return records
 
+    def check_record(self, record: dict[str, Any]) -> None:
+        """Tokenise a record (its images opened, responses fitted to ``max_length``, repairs
+        counted) once the processor is loaded: every row is checked before training."""
+        if "prompt_ids" not in record:
+            self._encoder()(record)
+
     def _encoder(self):
         return _records.encoder(self.processor, self.max_length, self.repairs)
 
