@@ -107,23 +107,18 @@ def _build(recipe, modality, objective, strategy, accelerator, lock, overwrite) 
     if recipe.train.resume_from:  # a refused resume must leave the run folder as it was
         checkpoint.check_compatible(checkpoint.find(recipe.train.resume_from), recipe.dump())
     # every row is read and checked before the model loads: a bad file costs seconds, not a load
-    data_counts: dict[str, dict[str, int]] = {}
-    train_records, data_counts["train"] = checks.load_checked(modality, recipe.data.train, recipe.data.schema_,
-                                                              recipe.data.on_bad_row)
-    eval_records: list[dict] = []
-    if recipe.data.eval:
-        eval_records, data_counts["eval"] = checks.load_checked(modality, recipe.data.eval, recipe.data.schema_,
-                                                                recipe.data.on_bad_row)
-    if recipe.data.limit:
-        train_records = train_records[: recipe.data.limit]
+    data = {split: checks.load_checked(modality, path, recipe.data.schema_, recipe.data.on_bad_row)
+            for split, path in (("train", recipe.data.train), ("eval", recipe.data.eval)) if path}
     set_seed(recipe.train.seed)
-
     spec = ModelSpec(path=recipe.model.path, builder=recipe.model.builder,
                      builder_args=recipe.model.builder_args, dtype=recipe.model.dtype)
     policy = load_policy(modality, spec)
-    train_records = checks.check_loaded(modality, train_records, data_counts["train"], recipe.data.on_bad_row)
-    if eval_records:
-        eval_records = checks.check_loaded(modality, eval_records, data_counts["eval"], recipe.data.on_bad_row)
+    # and once more with the tokenizer or processor the model brought (prompt lengths)
+    data = {split: (checks.check_loaded(modality, records, counts, recipe.data.on_bad_row), counts)
+            for split, (records, counts) in data.items()}
+    data_counts = {split: counts for split, (_, counts) in data.items()}
+    train_records = data["train"][0][: recipe.data.limit]
+    eval_records = data["eval"][0] if "eval" in data else []
     base = frozen_copy(policy) if strategy == "copy" or (
         strategy == "precomputed" and recipe.reference.precompute_with == "copy") else None
     if recipe.model.lora is not None:
