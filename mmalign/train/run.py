@@ -83,6 +83,12 @@ def build(recipe: config_mod.Recipe, *, overwrite: bool = False, accelerator=Non
 
     cpu = recipe.train.cpu or not torch.cuda.is_available()
     check_precision(recipe, cpu)
+    if accelerator is None:
+        # accelerate keeps one precision per process; a second run in the same process (a
+        # notebook, a sweep) may ask for another. The process group (PartialState) stays.
+        from accelerate.state import AcceleratorState
+
+        AcceleratorState._reset_state(reset_partial_state=False)
     accelerator = accelerator or Accelerator(
         gradient_accumulation_steps=recipe.train.grad_accum,
         mixed_precision=recipe.train.mixed_precision,

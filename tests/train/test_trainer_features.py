@@ -104,16 +104,21 @@ def test_adapters_disabled_restores_grad_flags(make_recipe):
     assert flags == {n: p.requires_grad for n, p in session.policy.named_parameters()}
 
 
+def test_runs_of_different_precisions_share_a_process(make_recipe):
+    """accelerate keeps one precision per process; the trainer lets each run ask for its own
+    (found on a GPU machine, where a bf16 run made every later run in the process fail)."""
+    first = train(make_recipe("bf16", train={"max_steps": 1, "mixed_precision": "bf16", "cpu": True}))
+    assert first.accelerator.mixed_precision == "bf16"
+    second = train(make_recipe("fp32", train={"max_steps": 1}))
+    assert second.accelerator.mixed_precision == "no" and second.step == 1
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="bf16/fp16 autocast, FSDP, ZeRO and "
                     "8-bit Adam need CUDA; CPU stand-ins: test_two_process_ddp_matches_one_process "
                     "and test_each_strategy_lowers_loss_and_raises_accuracy")
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_mixed_precision_on_gpu(make_recipe, precision):
-    from accelerate.state import AcceleratorState
-
-    # accelerate keeps one precision per process; each parametrisation asks for its own
-    AcceleratorState._reset_state(reset_partial_state=True)
     session = train(make_recipe(train={"max_steps": 4, "mixed_precision": precision}))
     assert session.history[-1]["loss"] < session.history[0]["loss"]
 
