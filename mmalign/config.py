@@ -37,6 +37,12 @@ class ModelSection(_Strict):
     lora: LoraConfig | None = None
     options: dict[str, Any] = Field(default_factory=dict)
 
+    @property
+    def torch_dtype(self):
+        import torch
+
+        return getattr(torch, self.dtype)
+
     @model_validator(mode="after")
     def _one_source(self) -> "ModelSection":
         if (self.path is None) == (self.builder is None):
@@ -47,7 +53,13 @@ class ModelSection(_Strict):
 
 class DataSection(_Strict):
     """``on_bad_row``: ``error`` stops at the first row that cannot be used, naming it;
-    ``skip`` drops such rows and counts each reason in the log and ``data_report.json``."""
+    ``skip`` drops such rows and counts each reason in the log and ``data_report.json``.
+
+    ``eval_fraction``: without ``eval``, hold out this share of the training rows as the
+    held-out set (chosen by a hash of each row's id and the seed, so the split survives
+    reordering the file). ``weight_field``: a numeric column of every row, its weight in the
+    loss; ``weight_reduction`` says how weighted rows make the batch loss
+    (:func:`mmalign.train.weights.reduce`)."""
 
     train: str
     eval: str | None = None
@@ -55,6 +67,15 @@ class DataSection(_Strict):
     eval_fraction: float = Field(0.0, ge=0, lt=1)
     limit: int | None = Field(None, gt=0)
     on_bad_row: Literal["error", "skip"] = "error"
+    weight_field: str | None = None
+    weight_reduction: Literal["weighted_mean", "sum_over_batch"] = "weighted_mean"
+
+    @model_validator(mode="after")
+    def _one_held_out(self) -> "DataSection":
+        if self.eval is not None and self.eval_fraction:
+            raise ValueError("give data.eval (a held-out file) or data.eval_fraction (rows held out of "
+                             "data.train), not both")
+        return self
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -86,7 +107,6 @@ class SyncConfig(_Strict):
 
 class ReferenceSection(_Strict):
     strategy: Literal["auto", "copy", "adapters_off", "adapter", "precomputed", "none"] = "auto"
-    adapter: str | None = None
     adapter_path: str | None = None
     precompute_with: Literal["copy", "adapters_off", "adapter"] = "copy"
     cache_dir: str | None = None
@@ -317,6 +337,20 @@ def _explain(exc: ValidationError, source: str) -> str:
             else:
                 lines.append(f"{source}: {key}: {msg}")
     return "\n".join(lines)
+
+
+def validate_options(schema: type[BaseModel], options: dict[str, Any], modality: str) -> dict[str, Any]:
+    """``model.options`` checked by a plugin's pydantic ``Options`` model; its errors named
+    ``model.options.<key>``."""
+    try:
+        return schema.model_validate(options).model_dump()
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            key = ".".join(["model", "options", *(str(p) for p in err["loc"])])
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"{key}: {msg}" + (f" (got {err['input']!r})" if err["type"] != "missing" else ""))
+        raise ConfigError(f"model.options of modality '{modality}':\n" + "\n".join(lines)) from None
 
 
 def _section_model(loc: tuple) -> type[BaseModel] | None:

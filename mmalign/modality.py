@@ -3,15 +3,16 @@
 A plugin is a module or package with a class that satisfies :class:`Modality` (structural
 typing: no base class to inherit). It is registered by name, either with
 ``@mmalign.registry.register_modality("name")`` or through the ``mmalign.modalities`` entry
-point of its package. The trainer builds it as ``cls(options)`` where ``options`` is the
-recipe's ``modality.options`` mapping.
+point of its package. The trainer builds it as ``cls(**options)`` where ``options`` is the
+recipe's ``model.options`` mapping (validated first by the plugin's pydantic ``Options`` when
+it has one).
 
 One training step (DESIGN.md)::
 
     batch = modality.collate(records)
-    draw = modality.draw(batch, keys, model)          # shared by policy and reference
+    draw = modality.draw(batch, seed, model)          # randomness shared by policy and reference
     pol = modality.surrogate(policy, batch, draw, needs)
-    ref = modality.surrogate(reference, batch, draw, needs)   # under no_grad
+    ref = modality.surrogate(reference, batch, draw, needs)   # under no_grad; reuses batch.frozen
 """
 from __future__ import annotations
 
@@ -30,47 +31,55 @@ class ModelSpec:
     """Where a policy comes from, as the recipe's ``model`` section says.
 
     ``path``: a local checkpoint folder; ``builder``: a name in ``mmalign.models`` (tiny
-    models built from a config, for tests and demos); ``builder_args``: its keyword args.
+    models built from a config, for tests and demos); ``builder_args``: its keyword args;
+    ``dtype``: the weights' ``torch.dtype``.
     """
 
     path: str | None = None
     builder: str | None = None
     builder_args: dict[str, Any] = field(default_factory=dict)
-    dtype: str = "float32"
+    dtype: torch.dtype = torch.float32  # parsed once, from the recipe's model.dtype
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 @runtime_checkable
 class Modality(Protocol):
-    #: needs this modality can fill (see mmalign.objectives.spec); refused at config time otherwise
+    """What the trainer calls. Optional hooks are listed after the required ones."""
+
+    #: needs this modality can fill (see mmalign.objectives.spec); the core refuses others at
+    #: config time (:func:`check_needs`)
     supported_needs: frozenset[str]
     #: True when ``draw`` runs the model (InPO's inversion): precomputed references are refused
     policy_dependent_draw: bool
-    #: module names LoRA adapts by default
-    lora_target_modules: Sequence[str]
+    #: module names (or one regular expression) LoRA adapts by default
+    lora_target_modules: Sequence[str] | str
 
     def load_policy(self, spec: ModelSpec) -> nn.Module:
         """Load (or build) the trainable model and keep the frozen parts on ``self``."""
 
     def load_records(self, path: str, schema: str | None) -> list[dict[str, Any]]:
-        """Read and validate a local data file; errors name file, row and field."""
+        """Read and validate a local data file; errors name file, row and field. Records are
+        dicts with a stable ``sample_id`` and a ``fields`` dict of extra numeric columns."""
 
     def collate(self, records: Sequence[dict[str, Any]]) -> Batch:
         """Rows -> one batch. Each record carries a stable ``sample_id``."""
 
     def draw(self, batch: Batch, seed: int, model: nn.Module | None) -> Draw:
-        """Randomness for this batch, from per-row generators seeded by
-        ``(seed, sample_id, batch.epoch)``; empty for token models. The row keys live in the
-        batch (``sample_id``, ``epoch``). Frozen inputs computed once per batch and shared by
-        policy and reference (text embeddings of the drawn captions) may ride along here."""
+        """The randomness of this batch and nothing else, from per-row generators seeded by
+        ``(seed, sample_id, batch.epoch)`` (:func:`row_generator`); empty for token models.
+        What frozen encoders compute for the batch goes to ``batch.frozen``, not here."""
 
     def surrogate(self, model: nn.Module, batch: Batch, draw: Draw, needs: frozenset[str]) -> Surrogate:
-        """The model's log-likelihood surrogate of the batch."""
+        """The model's log-likelihood surrogate of the batch, with what ``needs`` asks for."""
 
     def export(self, model: nn.Module, out_dir: str, card: str) -> list[str]:
         """Write the trained model in its ecosystem's own format; return the paths written."""
 
     # Optional, called when present:
+    #   Options: a pydantic model of model.options, validated by the core before cls(**options);
+    #   draws_per_epoch(needs) -> bool
+    #       whether draw() gives other values in another epoch for these needs; absent means
+    #       True. A precomputed reference stores one epoch when it is False;
     #   load_records(path, schema, *, checks) -> records
     #       with mmalign.data.checks.RowChecks: bad rows dropped and counted under
     #       data.on_bad_row: skip, duplicates counted, repairs counted;
@@ -79,10 +88,25 @@ class Modality(Protocol):
     #   pair_identical(record) -> bool
     #       content-level "chosen equals rejected" (two image files with the same bytes);
     #   prepare(records, cache_dir) -> records
-    #       frozen work done once (VAE latents, text embeddings), so an epoch over cached
-    #       records never runs the frozen encoders;
-    #   sample(model, prompts, n, seed) -> list
-    #       generation for evaluators, sample grids and online data.
+    #       frozen work done once (VAE latents, text embeddings, vision features), so an epoch
+    #       over cached records never runs the frozen encoders;
+    #   sample(model, prompts, n, seeds, init=None, strength=None) -> list[list]
+    #       n samples per prompt, prompt i's from seeds[i] alone (normalize_seeds); init and
+    #       strength: partial denoising from a given sample (diffusion) -- for evaluators,
+    #       sample grids and online data;
+    #   write_samples(model, prompts, seed, out_path) -> str: a sample grid (PNG, WAV, MP4).
+
+
+def normalize_seeds(seeds: int | Sequence[int], count: int) -> list[int]:
+    """One seed per prompt: a sequence is checked for length, an int ``s`` means ``s, s+1, ...``."""
+    if isinstance(seeds, int):
+        return [seeds + i for i in range(count)]
+    seeds = [int(s) for s in seeds]
+    if len(seeds) != count:
+        from mmalign.errors import ConfigError
+
+        raise ConfigError(f"sample: got {len(seeds)} seeds for {count} prompts; give one seed per prompt")
+    return seeds
 
 
 def row_generator(seed: int, sample_id: str, epoch: int, salt: str = "") -> torch.Generator:
@@ -97,9 +121,19 @@ def row_generator(seed: int, sample_id: str, epoch: int, salt: str = "") -> torc
     return gen
 
 
+def draws_per_epoch(modality: Any, needs: frozenset[str]) -> bool:
+    """Whether ``modality.draw`` changes between epochs for ``needs`` (True when undeclared)."""
+    declared = getattr(modality, "draws_per_epoch", None)
+    return True if declared is None else bool(declared(frozenset(needs)))
+
+
 def check_needs(modality: Any, needs: frozenset[str], modality_name: str) -> None:
-    """Fail at config time when the modality cannot fill what the objectives ask for."""
-    supported = getattr(modality, "supported_needs", frozenset())
+    """Fail at config time when the modality cannot fill what the objectives ask for.
+
+    The one rule: a need is filled when the modality lists it in ``supported_needs``; a
+    ``fields:<name>`` need always passes here (the data carries it, and a batch without it
+    fails with the field named); ``terms:*`` in ``supported_needs`` accepts every term."""
+    supported = frozenset(getattr(modality, "supported_needs", frozenset()))
     missing = sorted(
         n for n in needs
         if n not in supported and not n.startswith("fields:")

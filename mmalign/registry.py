@@ -43,8 +43,11 @@ class Registry(Generic[T]):
     ``group`` is the entry-point group scanned lazily for plugins.
     """
 
-    def __init__(self, kind: str, group: str, builtins: tuple[str, ...] = (), plural: str | None = None):
+    def __init__(self, kind: str, group: str, builtins: tuple[str, ...] = (), plural: str | None = None,
+                 namespaced: bool = False):
         self.kind = kind
+        #: names are ``namespace:name``; a bare ``name`` finds the one entry ending in ``:name``
+        self.namespaced = namespaced
         self.plural = plural or kind + "s"
         self.group = group
         self._builtins = builtins
@@ -89,9 +92,22 @@ class Registry(Generic[T]):
                         self._load_entry_point(ep)
                     except ConfigError:
                         continue  # named in the unknown-name message if the name stays unknown
+        if name not in self._items and self.namespaced and ":" not in name:
+            return self._items[self._qualified(name)]
         if name not in self._items:
             raise ConfigError(self._unknown_message(name))
         return self._items[name]
+
+    def _qualified(self, name: str) -> str:
+        """The one registered ``namespace:name`` for a bare ``name``."""
+        self._load_all()
+        matches = sorted(k for k in self._items if k.split(":", 1)[-1] == name)
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            raise ConfigError(f"{self.kind} '{name}' is ambiguous: {', '.join(matches)}; write the "
+                              "qualified name")
+        raise ConfigError(self._unknown_message(name))
 
     def __contains__(self, name: str) -> bool:
         try:
@@ -175,8 +191,9 @@ def _entry_points(group: str) -> list[metadata.EntryPoint]:
 modalities: Registry[Any] = Registry("modality", "mmalign.modalities", plural="modalities")
 objectives: Registry[Any] = Registry("objective", "mmalign.objectives", builtins=("mmalign.objectives",))
 rewards: Registry[Callable[..., Any]] = Registry("reward scorer", "mmalign.rewards")
+#: dataset schemas are namespaced by modality: ``image_diffusion:pickapic``, ``text:preference``
 datasets: Registry[Callable[..., Any]] = Registry("dataset schema", "mmalign.datasets",
-                                                 builtins=("mmalign.data.schemas",))
+                                                 builtins=("mmalign.data.schemas",), namespaced=True)
 evaluators: Registry[Callable[..., Any]] = Registry("evaluator", "mmalign.evaluators")
 #: ``mmalign demo`` tasks: ``fn(run_dir, steps=None, progress=True) -> dict | list[dict]`` with
 #: keys task, metric, before, after, higher_is_better

@@ -22,6 +22,11 @@ class Surrogate:
     ``*_units`` are ``[B, U]`` per-unit terms (tokens, timesteps, segments) whose masked sum is
     ``chosen`` / ``rejected``. Unpaired rows (KTO) put every completion in ``chosen``, leave
     ``rejected`` as None and give ``label`` (1 desirable, 0 undesirable).
+
+    A unit is whatever the modality sums over: a response token (text, vision- and
+    audio-language models), a frame or latent frame (video diffusion), a segment of frames
+    (DenseDPO), or one time step of K audio codebooks (its K codebook log-probs summed into
+    one unit, so U counts time steps, not tokens). Objectives never need to know which.
     """
 
     chosen: Tensor
@@ -75,12 +80,14 @@ class ObjectiveOutput:
 
 @dataclass
 class Draw:
-    """Randomness of one step, shared by policy and reference, chosen and rejected.
+    """Randomness of one step, shared by policy and reference, chosen and rejected, and
+    nothing else.
 
     Diffusion modalities hold timesteps, noise, the latent sample, caption dropout and
-    crop / flip here; token models leave it empty. Each row's values come from its own
-    generator seeded by ``(seed, sample_id, epoch)`` so they survive shuffling, world size,
-    gradient accumulation and resume.
+    crop / flip here; token models leave it empty (or hold mDPO's corruption seed). Each row's
+    values come from its own generator seeded by ``(seed, sample_id, epoch)`` so they survive
+    shuffling, world size, gradient accumulation and resume. What frozen encoders compute from
+    the batch and the draw belongs in :attr:`Batch.frozen`.
     """
 
     values: dict[str, Any] = field(default_factory=dict)
@@ -102,13 +109,20 @@ class Batch:
     ``inputs`` is the modality's own (tensors and whatever its surrogate reads);
     ``sample_id`` are stable row keys (strings) used to seed draws and key caches;
     ``fields`` are per-row data an objective may ask for by ``fields:<name>``
-    (margin rewards, sentence masks, labels of unpaired rows).
+    (margin rewards, sentence masks, labels of unpaired rows);
+    ``weight`` is the per-row weight ``[B]`` the trainer set from ``data.weight_field``
+    (None: every row counts once);
+    ``frozen`` holds what frozen encoders computed for this batch and its draw (text
+    embeddings of the drawn captions, ...): the modality fills it on its first surrogate call
+    and reuses it on the next (policy, then reference), so frozen work runs once per step.
     """
 
     inputs: dict[str, Any]
     sample_id: list[str]
     fields: dict[str, Tensor] = field(default_factory=dict)
     epoch: int = 0
+    weight: Tensor | None = None
+    frozen: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.sample_id)
@@ -119,6 +133,8 @@ class Batch:
             sample_id=list(self.sample_id),
             fields=_move(self.fields, device),
             epoch=self.epoch,
+            weight=None if self.weight is None else self.weight.to(device),
+            frozen=_move(self.frozen, device),
         )
 
 

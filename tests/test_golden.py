@@ -25,7 +25,7 @@ GOLDEN = HERE / "golden_values.json"
 sys.path[:0] = [str(HERE / "vision_language"), str(HERE / "image_diffusion"), str(HERE / "train")]
 
 #: the need that asks for ``log p(chosen | prompt, corrupted condition)`` (mDPO)
-CORRUPTED = "terms:chosen|image=corrupted"
+CORRUPTED = "terms:chosen|condition=corrupted"
 
 
 #: the trainer tests' text recipe (tests/train/conftest.py), 5 steps

@@ -1,10 +1,13 @@
 """Built-in dataset schemas for text rows (registered in ``mmalign.registry.datasets``).
 
-A schema is a function ``schema(row, where) -> list[dict]``: it takes one raw row (a dict
+Schemas are registered by ``modality:name`` (``text:preference``); a recipe may write the bare
+name when one modality has it. A schema is a function ``schema(row, where) -> list[dict]``: it takes one raw row (a dict
 read by :func:`mmalign.data.io.read_rows`) and the :class:`~mmalign.data.io.RowRef` naming
 it, and returns the normalised records that row yields (usually one), or raises
 :class:`~mmalign.errors.DataError` through ``where.error(field, message, hint)``. The
-modality's ``load_records`` adds each record's ``sample_id``.
+modality's ``load_records`` adds each record's ``sample_id``. Every schema of every modality
+returns the same record type: a plain dict with the modality's own keys and ``fields``, a
+dict of the row's extra numeric columns (``{name: float}``, possibly empty).
 
 Normalised text records hold either plain strings or chat message lists, never a mix: when
 any of prompt / responses is a message list, a string prompt becomes one user message and a
@@ -21,7 +24,7 @@ from mmalign.registry import register_dataset
 Messages = list[dict[str, str]]
 
 
-@register_dataset("preference")
+@register_dataset("text:preference")
 def preference(row: dict[str, Any], where: RowRef) -> list[dict[str, Any]]:
     """Paired rows: ``prompt``, ``chosen``, ``rejected``.
 
@@ -38,7 +41,7 @@ def preference(row: dict[str, Any], where: RowRef) -> list[dict[str, Any]]:
              "fields": _numeric_fields(row, {"prompt", "chosen", "rejected"})}]
 
 
-@register_dataset("unpaired")
+@register_dataset("text:unpaired")
 def unpaired(row: dict[str, Any], where: RowRef) -> list[dict[str, Any]]:
     """Unpaired rows for KTO-style objectives: ``prompt``, ``completion``, ``label``.
 

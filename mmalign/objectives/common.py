@@ -90,6 +90,11 @@ def require_in(name: str, key: str, value: float, low: float, high: float, *,
         raise ConfigError(f"objective '{name}': {key} must lie in [{low}, {high}{bracket}, got {value!r}")
 
 
+def dpo_logistic(chosen: Tensor, rejected: Tensor, beta: float) -> Tensor:
+    """``-log sigmoid(beta * (chosen - rejected))``, the DPO loss of two log-ratios."""
+    return -F.logsigmoid(beta * (chosen - rejected))
+
+
 def smoothed_logistic(h: Tensor, label_smoothing: float) -> Tensor:
     """``-(1 - eps) * log sigmoid(h) - eps * log sigmoid(-h)``: the logistic loss on a
     preference logit whose label is flipped with probability ``eps`` (Mitchell 2023)."""

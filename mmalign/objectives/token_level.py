@@ -2,14 +2,15 @@
 
 Each objective here weighs, masks or regularises the per-token terms of a surrogate
 (``*_units`` with ``*_mask``, ``[B, U]``) instead of only its summed log-likelihoods, or
-contrasts the chosen response under a second condition (``terms``). None of them knows what a
-token conditions on: an image, a video or a prompt is the modality's business.
+(the units of a surrogate are tokens, frames, latent frames or segments: see
+:mod:`mmalign.surrogate`). None of them knows what a unit is made of. Objectives that contrast
+the chosen response under a second condition (mDPO, rDPO) live in
+:mod:`mmalign.objectives.conditional`.
 
 Where the data lives:
 
 * per-token batch fields (``fields:<name>``): ``ctx.fields[name]``, ``[B, U]`` bool, aligned
   with ``chosen_units`` / ``rejected_units``;
-* named extra log-likelihoods (``terms:<name>``): ``Surrogate.terms[name]``, ``[B]``;
 * vocabulary log-probs (``vocab_logps``): ``Surrogate.extras["vocab_logps_chosen"]`` and
   ``["vocab_logps_rejected"]``, ``[B, U, V]``;
 * hidden states (``hidden``): ``Surrogate.extras["hidden_chosen"]`` and
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmalign.errors import ConfigError, DataError
-from mmalign.objectives.common import pair_output, require_pairs, require_positive, require_reference
+from mmalign.objectives.common import dpo_logistic, pair_output, require_pairs, require_positive, require_reference
 from mmalign.objectives.spec import Context, log_ratios, objective
 from mmalign.surrogate import ObjectiveOutput, Surrogate
 
@@ -60,17 +61,6 @@ def _token_field(ctx: Context | None, field: str, mask: Tensor, name: str, meani
     return value.to(mask.device).bool() & mask
 
 
-def _term(surrogate: Surrogate, key: str, which: str, name: str) -> Tensor:
-    """Named extra ``[B]`` log-likelihood ``key`` of the ``which`` model."""
-    if key not in surrogate.terms:
-        raise ConfigError(
-            f"objective '{name}' needs the log-likelihood term '{key}' (need 'terms:{key}'), but "
-            f"the {which} surrogate has {sorted(surrogate.terms) or 'no terms'}. Use a modality "
-            "that can fill this term"
-        )
-    return surrogate.terms[key]
-
-
 def _extra(surrogate: Surrogate, key: str, which: str, name: str, need: str) -> Tensor:
     """Heavy extra ``key`` (vocabulary log-probs, hidden states) of the ``which`` model."""
     if key not in surrogate.extras:
@@ -86,11 +76,6 @@ def _extra(surrogate: Surrogate, key: str, which: str, name: str, need: str) -> 
 def _masked_sum(values: Tensor, mask: Tensor) -> Tensor:
     """Sum over tokens where ``mask``; ``where`` keeps padding (even inf/nan) out of it."""
     return torch.where(mask, values, torch.zeros_like(values)).sum(-1)
-
-
-def _dpo_logistic(chosen: Tensor, rejected: Tensor, beta: float) -> Tensor:
-    """``-log sigmoid(beta * (chosen - rejected))``."""
-    return -F.logsigmoid(beta * (chosen - rejected))
 
 
 def _density(mask: Tensor, kept: Tensor) -> Tensor:
@@ -132,80 +117,8 @@ def dense_dpo(policy: Surrogate, reference: Surrogate, ctx: Context | None = Non
         weight = torch.where(changed, gamma, 1.0).to(pol.dtype) * mask
         ratios.append(_masked_sum((pol - ref) * weight, mask) / weight.sum(-1))
         metrics[f"dense/changed_{side}"] = _density(mask, changed)
-    loss = _dpo_logistic(ratios[0], ratios[1], beta)
+    loss = dpo_logistic(ratios[0], ratios[1], beta)
     return pair_output(policy, loss, beta * ratios[0], beta * ratios[1], **metrics)
-
-
-# -- a second condition for the chosen response -------------------------------------------------
-
-def _condition_ratio(policy: Surrogate, reference: Surrogate, key: str, name: str) -> Tensor:
-    """``log pi(y_w | other condition) - log ref(y_w | other condition)``, ``[B]``."""
-    return _term(policy, key, "policy", name) - _term(reference, key, "reference", name)
-
-
-@objective("mdpo", needs=("terms:chosen|image=corrupted",),
-           citation="Wang et al. 2024, mDPO: Conditional Preference Optimization for Multimodal "
-                    "Large Language Models (arXiv:2406.11839)")
-def mdpo(policy: Surrogate, reference: Surrogate, ctx: Context | None = None, *,
-         beta: float = 0.1, delta: float = 0.0) -> ObjectiveOutput:
-    """mDPO (Wang et al. 2024, arXiv:2406.11839, section 3).
-
-    With ``r(y | m) = beta * (log pi(y | m, q) - log ref(y | m, q))``, ``m`` the image and
-    ``m'`` a corrupted copy of it (term ``chosen|image=corrupted``)::
-
-        L_DPO   = -log sigmoid(r(y_w | m) - r(y_l | m))
-        L_CoPO  = -log sigmoid(r(y_w | m) - r(y_w | m'))     conditional preference
-        L_AncPO = -log sigmoid(r(y_w | m) - delta)           reward anchor
-        L_mDPO  = L_DPO + L_CoPO + L_AncPO
-
-    The conditional term makes the model prefer the chosen answer *because of* the image; the
-    anchor keeps the chosen reward above ``delta`` (0 in the paper), so the chosen likelihood
-    does not fall while the margin grows.
-    """
-    name, key = "mdpo", "chosen|image=corrupted"
-    require_positive(name, beta=beta)
-    reference = require_reference(reference, name)
-    require_pairs(policy, reference, name)
-    chosen_lr, rejected_lr = log_ratios(policy, reference)
-    corrupted_lr = _condition_ratio(policy, reference, key, name)
-    dpo_loss = _dpo_logistic(chosen_lr, rejected_lr, beta)
-    conditional_loss = _dpo_logistic(chosen_lr, corrupted_lr, beta)
-    anchor_loss = -F.logsigmoid(beta * chosen_lr - delta)
-    return pair_output(policy, dpo_loss + conditional_loss + anchor_loss, beta * chosen_lr,
-                       beta * rejected_lr, **{"rewards/corrupted": beta * corrupted_lr,
-                                              "loss/dpo": dpo_loss, "loss/conditional": conditional_loss,
-                                              "loss/anchor": anchor_loss})
-
-
-@objective("rdpo", needs=("terms:chosen|image=retrieved",),
-           citation="Xing et al. 2025, Re-Align: Aligning Vision Language Models via "
-                    "Retrieval-Augmented Direct Preference Optimization (arXiv:2502.13146)")
-def rdpo(policy: Surrogate, reference: Surrogate, ctx: Context | None = None, *,
-         beta: float = 0.1) -> ObjectiveOutput:
-    """rDPO of Re-Align (Xing et al. 2025, arXiv:2502.13146, section 3).
-
-    DPO plus a visual preference term: the same chosen response is preferred under the
-    original image ``m`` over a retrieved, similar but different image ``m*`` (term
-    ``chosen|image=retrieved``)::
-
-        L_rDPO = -log sigmoid(beta * [lr(y_w | m) - lr(y_l | m)])
-                 -log sigmoid(beta * [lr(y_w | m) - lr(y_w | m*)])
-
-    with ``lr(y | m) = log pi(y | m, x) - log ref(y | m, x)``. The authors' reference code
-    scores tokens other than the label tokens (a label / log-prob misalignment); here every
-    term is the real log-probability of the label tokens, as the formula states.
-    """
-    name, key = "rdpo", "chosen|image=retrieved"
-    require_positive(name, beta=beta)
-    reference = require_reference(reference, name)
-    require_pairs(policy, reference, name)
-    chosen_lr, rejected_lr = log_ratios(policy, reference)
-    retrieved_lr = _condition_ratio(policy, reference, key, name)
-    text_loss = _dpo_logistic(chosen_lr, rejected_lr, beta)
-    visual_loss = _dpo_logistic(chosen_lr, retrieved_lr, beta)
-    return pair_output(policy, text_loss + visual_loss, beta * chosen_lr, beta * rejected_lr,
-                       **{"rewards/retrieved": beta * retrieved_lr, "loss/text": text_loss,
-                          "loss/visual": visual_loss})
 
 
 # -- Mask-DPO -----------------------------------------------------------------------------------
@@ -240,7 +153,7 @@ def mask_dpo(policy: Surrogate, reference: Surrogate, ctx: Context | None = None
         kept = _token_field(ctx, f"{side}_token_mask", mask, name, meanings[side])
         ratios.append(_masked_sum(pol - ref, kept))
         metrics[f"mask/kept_{side}"] = _density(mask, kept)
-    loss = _dpo_logistic(ratios[0], ratios[1], beta)
+    loss = dpo_logistic(ratios[0], ratios[1], beta)
     return pair_output(policy, loss, beta * ratios[0], beta * ratios[1], **metrics)
 
 

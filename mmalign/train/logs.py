@@ -66,3 +66,32 @@ def postfix(metrics: dict[str, float]) -> dict[str, str]:
     if "rewards/accuracies" in metrics:
         out["acc"] = f"{metrics['rewards/accuracies']:.2f}"
     return out
+
+
+def trackers(logging_cfg) -> list[str]:
+    """TensorBoard when asked; wandb when asked and installed (said in the log otherwise)."""
+    import importlib.util
+    import logging
+
+    out = ["tensorboard"] if logging_cfg.tensorboard else []
+    if logging_cfg.wandb:
+        if importlib.util.find_spec("wandb") is None:
+            logging.getLogger("mmalign").warning(
+                "logging.wandb is set but wandb is not installed (pip install wandb); logging to "
+                "JSONL%s only", " and TensorBoard" if out else "")
+        else:
+            out.append("wandb")
+    return out
+
+
+def flat_config(d: dict, prefix: str = "") -> dict:
+    """Trackers take flat scalar hyperparameters."""
+    out: dict = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flat_config(v, f"{prefix}{k}."))
+        elif isinstance(v, (int, float, str, bool)):
+            out[f"{prefix}{k}"] = v
+        else:
+            out[f"{prefix}{k}"] = str(v)
+    return out

@@ -6,8 +6,11 @@ needs, and the draw seed. A cache made for other data or another model is simply
 under the new key: it is recomputed and the log says so.
 
 Draws are per row, seeded by ``(seed, sample_id, epoch)``, so a precomputed diffusion
-reference equals the live one epoch by epoch; token models have empty draws and store one
-value per row for every epoch.
+reference equals the live one epoch by epoch. A modality whose draws do not change between
+epochs for the needs in use (``draws_per_epoch(needs)`` is False: text, plain-DPO
+vision-language) stores one value per row, read in every epoch.
+
+:func:`build` runs the pass for a trainer session; :class:`PrecomputedReference` is the store.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from mmalign.errors import ConfigError
+from mmalign.modality import draws_per_epoch
 from mmalign.surrogate import Batch, Surrogate
 
 log = logging.getLogger("mmalign")
@@ -176,3 +180,73 @@ def _pad_to(x: Tensor, width: int) -> Tensor:
     out = torch.zeros(*x.shape[:-1], width, dtype=x.dtype, device=x.device)
     out[..., : x.shape[-1]] = x
     return out
+
+
+def build(s, live: str, epochs: int) -> "PrecomputedReference":
+    """One pass of the live reference ``live`` over session ``s``'s training and held-out rows
+    (``epochs`` times when the draws change per epoch, else once), sharded over processes."""
+    import time
+
+    recipe, acc = s.recipe, s.accelerator
+    # the pass runs before accelerate prepares the models: put them where the batches go
+    s.policy.to(acc.device)
+    if s.reference.model is not None:
+        s.reference.model.to(acc.device)
+    per_epoch = draws_per_epoch(s.modality, s.needs)
+    key = PrecomputedReference.key(
+        data=fingerprint(s.train_records + s.eval_records), model=model_hash(
+            s.reference.model if s.reference.model is not None else s.policy),
+        modality=recipe.model.modality, options=recipe.model.options, needs=s.needs, seed=recipe.train.seed)
+    root = Path(recipe.reference.cache_dir or s.run_dir / "precomputed")
+    store = PrecomputedReference(root, key, per_epoch)
+    started = time.perf_counter()
+    if not store.complete():
+        _fill(s, store, root, epochs if per_epoch else 1)
+    store.load()
+    s.seconds["precompute"] = time.perf_counter() - started
+    return store
+
+
+def _fill(s, store: "PrecomputedReference", root: Path, epochs: int) -> None:
+    recipe, acc = s.recipe, s.accelerator
+    others = [p.name for p in root.glob("*") if p.is_dir() and p.name != store.dir.name]
+    if others:
+        log.warning("precomputed reference: none for this data and model (key %s); the cache holds %s, "
+                    "made from other data or another model; computing anew", store.dir.name, others)
+    check_distinct_ids(s.train_records, s.eval_records)
+    rows = s.train_records + s.eval_records  # held-out rows too: eval reads the store
+    mine = list(range(acc.process_index, len(rows), acc.num_processes))
+    size = recipe.eval.batch_size or recipe.train.batch_size
+    n_train = len(s.train_records)
+
+    def batches():
+        for epoch in range(epochs):
+            keep = [j for j in mine if j < n_train or epoch == 0]  # held-out rows: epoch-0 draws only
+            for i in range(0, len(keep), size):
+                batch = s.modality.collate([rows[j] for j in keep[i:i + size]])
+                batch.epoch = epoch
+                yield batch.to(acc.device)
+
+    def compute(batch):
+        draw = s.modality.draw(batch, recipe.train.seed, s.policy)
+        return s.reference.surrogate(s.modality, s.scorer, batch, draw, s.needs)
+
+    written = store.build(batches(), compute, shard=str(acc.process_index))
+    log.info("precomputed reference: %d rows written to %s", written, store.dir)
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        store.mark_done({"epochs": epochs, "rows": len(rows)})
+    acc.wait_for_everyone()
+
+
+def check_distinct_ids(train_records: list[dict], eval_records: list[dict]) -> None:
+    """A stored reference is found by sample_id: a held-out row may share an id with a
+    training row only if it is the same row."""
+    by_id = {r["sample_id"]: r for r in train_records}
+    for record in eval_records:
+        twin = by_id.get(record["sample_id"])
+        if twin is not None and fingerprint([twin]) != fingerprint([record]):
+            raise ConfigError(
+                f"data.train and data.eval both have a row '{record['sample_id']}' with different "
+                "contents, so a precomputed reference cannot tell them apart; give the two files "
+                "different names")

@@ -8,7 +8,6 @@ or an objective's name; what differs is declared by the modality (``supported_ne
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import time
@@ -21,13 +20,17 @@ from torch import nn
 
 from mmalign import config as config_mod
 from mmalign.data import checks
+from mmalign.data.split import hold_out
 from mmalign.errors import ConfigError
-from mmalign.modality import ModelSpec, check_needs
+from mmalign.modality import check_needs
 from mmalign.objectives.compose import compose
 from mmalign.objectives.spec import Context
 from mmalign.registry import modalities
-from mmalign.train import adapters, checkpoint, guard, precompute, rundir
-from mmalign.train.logs import Averager, MetricsLog, postfix, progress
+from mmalign.train import adapters, checkpoint, guard, precompute, rundir, weights
+from mmalign.train.card import model_card
+from mmalign.train.logs import Averager, MetricsLog, flat_config, postfix, progress, trackers
+from mmalign.train.models import (check_precision, enable_gradient_checkpointing, load_policy, model_spec,
+                                  place_reference)
 from mmalign.train.optim import make_optimizer, make_scheduler, trainable_parameters
 from mmalign.train.order import Order
 from mmalign.train.reference import Reference, frozen_copy, make_reference, soft_update
@@ -61,9 +64,15 @@ class Session:
 
 
 def build_modality(recipe: config_mod.Recipe):
+    """The modality, built from ``model.options`` (checked by its pydantic ``Options`` first,
+    when it has one)."""
     cls = modalities.get(recipe.model.modality)
+    options = dict(recipe.model.options)
+    schema = getattr(cls, "Options", None)
+    if schema is not None:
+        options = config_mod.validate_options(schema, options, recipe.model.modality)
     try:
-        return cls(**recipe.model.options)
+        return cls(**options)
     except TypeError as exc:
         raise ConfigError(f"model.options for modality '{recipe.model.modality}': {exc}") from None
 
@@ -116,15 +125,14 @@ def _build(recipe, modality, objective, strategy, accelerator, lock, overwrite) 
     data = {split: checks.load_checked(modality, path, recipe.data.schema_, recipe.data.on_bad_row)
             for split, path in (("train", recipe.data.train), ("eval", recipe.data.eval)) if path}
     set_seed(recipe.train.seed)
-    spec = ModelSpec(path=recipe.model.path, builder=recipe.model.builder,
-                     builder_args=recipe.model.builder_args, dtype=recipe.model.dtype)
-    policy = load_policy(modality, spec)
+    policy = load_policy(modality, model_spec(recipe))
     # and once more with the tokenizer or processor the model brought (prompt lengths)
     data = {split: (checks.check_loaded(modality, records, counts, recipe.data.on_bad_row), counts)
             for split, (records, counts) in data.items()}
     data_counts = {split: counts for split, (_, counts) in data.items()}
-    train_records = data["train"][0][: recipe.data.limit]
-    eval_records = data["eval"][0] if "eval" in data else []
+    train_records, eval_records = hold_out(data["train"][0], recipe.data.eval_fraction, recipe.train.seed)
+    train_records = train_records[: recipe.data.limit]
+    eval_records = data["eval"][0] if "eval" in data else eval_records
     base = frozen_copy(policy) if strategy == "copy" or (
         strategy == "precomputed" and recipe.reference.precompute_with == "copy") else None
     if recipe.model.lora is not None:
@@ -142,10 +150,8 @@ def _build(recipe, modality, objective, strategy, accelerator, lock, overwrite) 
         raise ConfigError("reference.sync (TR-DPO) updates a separate reference model; use "
                           "reference.strategy=copy")
     if accelerator.is_main_process:  # every check has passed: the folder becomes this run's
-        rundir.start_run_dir(run_dir, recipe, overwrite)
-        for leftover in checkpoint.clean_leftovers(run_dir):
+        for leftover in rundir.begin(run_dir, recipe, overwrite, data_counts):
             log.info("removed %s, a checkpoint an earlier run left half-written", leftover)
-        rundir.write_data_report(run_dir, data_counts)
     accelerator.wait_for_everyone()
 
     if hasattr(modality, "prepare"):
@@ -159,7 +165,9 @@ def _build(recipe, modality, objective, strategy, accelerator, lock, overwrite) 
                       objective_state=state, needs=objective.needs, train_records=train_records,
                       eval_records=eval_records, accelerator=accelerator, lock=lock, data_counts=data_counts)
     if strategy == "precomputed":
-        reference.store = build_precomputed(session, live)
+        order = make_order(session)
+        epochs = -(-total_steps(session, order) // order.steps_per_epoch)
+        reference.store = precompute.build(session, live, epochs)
         reference.model = None  # the live reference is no longer needed: free its memory
     return session
 
@@ -167,69 +175,6 @@ def _build(recipe, modality, objective, strategy, accelerator, lock, overwrite) 
 def _targets(modules) -> str | list[str]:
     """A modality may name LoRA targets as module names or as one regular expression."""
     return modules if isinstance(modules, str) else list(modules)
-
-
-def trackers(logging_cfg) -> list[str]:
-    """TensorBoard when asked; wandb when asked and installed (said in the log otherwise)."""
-    out = ["tensorboard"] if logging_cfg.tensorboard else []
-    if logging_cfg.wandb:
-        import importlib.util
-
-        if importlib.util.find_spec("wandb") is None:
-            log.warning("logging.wandb is set but wandb is not installed (pip install wandb); "
-                        "logging to JSONL%s only", " and TensorBoard" if out else "")
-        else:
-            out.append("wandb")
-    return out
-
-
-def place_reference(acc, model: nn.Module) -> nn.Module:
-    """A frozen copy goes where the policy goes: sharded by accelerate under FSDP or ZeRO-3,
-    so no process holds a whole second model; simply moved otherwise."""
-    from accelerate.utils import DistributedType
-
-    if acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
-        return acc.prepare_model(model, evaluation_mode=True)
-    return model.to(acc.device)
-
-
-def load_policy(modality, spec: ModelSpec) -> nn.Module:
-    """``modality.load_policy``, with a damaged weights file named instead of safetensors'
-    bare "header too large"."""
-    from safetensors import SafetensorError
-
-    try:
-        return modality.load_policy(spec)
-    except SafetensorError as exc:
-        bad = damaged_weights(Path(spec.path)) if spec.path else []
-        named = ", ".join(str(p) for p in bad) or f"a .safetensors file under {spec.path}"
-        raise ConfigError(f"model.path: {named} cannot be read ({exc}): the file is damaged or "
-                          "truncated; copy the checkpoint again") from None
-
-
-def damaged_weights(folder: Path) -> list[Path]:
-    """The ``.safetensors`` files under ``folder`` whose header does not read."""
-    from safetensors import safe_open
-
-    bad = []
-    for file in sorted(folder.rglob("*.safetensors")):
-        try:
-            with safe_open(str(file), "pt"):
-                pass
-        except Exception:  # noqa: BLE001 - any failure to open is what we report
-            bad.append(file)
-    return bad
-
-
-def check_precision(recipe: config_mod.Recipe, cpu: bool) -> None:
-    """float16 on a CPU overflows and underflows where bf16 and float32 do not: refuse it."""
-    if not cpu:
-        return
-    if recipe.model.dtype == "float16":
-        raise ConfigError("model.dtype float16 on a CPU: its range is too narrow to train there and "
-                          "the loss turns to NaN; use float32, or bfloat16")
-    if recipe.train.mixed_precision == "fp16":
-        raise ConfigError("train.mixed_precision fp16 needs a CUDA device; on a CPU use bf16 or no")
 
 
 def resolve_strategy(recipe: config_mod.Recipe, objective) -> str:
@@ -242,86 +187,6 @@ def resolve_strategy(recipe: config_mod.Recipe, objective) -> str:
     if objective.reference == "none":
         return "none"
     return "adapters_off" if recipe.model.lora is not None else "copy"
-
-
-def enable_gradient_checkpointing(model: nn.Module) -> None:
-    """Non-reentrant checkpointing, so LoRA weights behind a frozen base still get gradients."""
-    if hasattr(model, "gradient_checkpointing_enable"):  # transformers
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        if hasattr(model, "enable_input_require_grads"):
-            model.enable_input_require_grads()
-    elif hasattr(model, "enable_gradient_checkpointing"):  # diffusers
-        model.enable_gradient_checkpointing()
-    else:
-        raise ConfigError(f"{type(model).__name__} has no gradient checkpointing switch; set "
-                          "train.gradient_checkpointing=false")
-
-
-def build_precomputed(s: Session, live: str) -> precompute.PrecomputedReference:
-    """One pass over the training rows with the live reference; shards per process."""
-    recipe, acc = s.recipe, s.accelerator
-    # the pass runs before accelerate prepares the models: put them where the batches go
-    s.policy.to(acc.device)
-    if s.reference.model is not None:
-        s.reference.model.to(acc.device)
-    order = make_order(s)
-    epochs = -(-total_steps(s, order) // order.steps_per_epoch)
-    probe = s.modality.collate(s.train_records[:1])
-    per_epoch = bool(s.modality.draw(probe, recipe.train.seed, s.policy).values)
-    key = precompute.PrecomputedReference.key(
-        data=precompute.fingerprint(s.train_records + s.eval_records), model=precompute.model_hash(
-            s.reference.model if s.reference.model is not None else s.policy),
-        modality=recipe.model.modality, options=recipe.model.options, needs=s.needs,
-        seed=recipe.train.seed)
-    root = Path(recipe.reference.cache_dir or s.run_dir / "precomputed")
-    store = precompute.PrecomputedReference(root, key, per_epoch)
-    started = time.perf_counter()
-    if not store.complete():
-        others = [p.name for p in root.glob("*") if p.is_dir() and p.name != key]
-        if others:
-            log.warning("precomputed reference: none for this data and model (key %s); the cache "
-                        "holds %s, made from other data or another model; computing anew", key, others)
-        check_distinct_ids(s.train_records, s.eval_records)
-        rows = s.train_records + s.eval_records  # held-out rows too: eval reads the store
-        mine = list(range(acc.process_index, len(rows), acc.num_processes))
-        size = recipe.eval.batch_size or recipe.train.batch_size
-        n_train = len(s.train_records)
-
-        def batches():
-            for epoch in range(epochs if per_epoch else 1):
-                # held-out rows are evaluated with epoch-0 draws only
-                keep = [j for j in mine if j < n_train or epoch == 0]
-                for i in range(0, len(keep), size):
-                    batch = s.modality.collate([rows[j] for j in keep[i:i + size]])
-                    batch.epoch = epoch
-                    yield batch.to(acc.device)
-
-        def compute(batch):
-            draw = s.modality.draw(batch, recipe.train.seed, s.policy)
-            return s.reference.surrogate(s.modality, s.scorer, batch, draw, s.needs)
-
-        written = store.build(batches(), compute, shard=str(acc.process_index))
-        log.info("precomputed reference: %d rows written to %s", written, store.dir)
-        acc.wait_for_everyone()
-        if acc.is_main_process:
-            store.mark_done({"epochs": epochs if per_epoch else 1, "rows": len(rows)})
-        acc.wait_for_everyone()
-    store.load()
-    s.seconds["precompute"] = time.perf_counter() - started
-    return store
-
-
-def check_distinct_ids(train_records: list[dict], eval_records: list[dict]) -> None:
-    """A stored reference is found by sample_id: a held-out row may share an id with a
-    training row only if it is the same row."""
-    by_id = {r["sample_id"]: r for r in train_records}
-    for record in eval_records:
-        twin = by_id.get(record["sample_id"])
-        if twin is not None and precompute.fingerprint([twin]) != precompute.fingerprint([record]):
-            raise ConfigError(
-                f"data.train and data.eval both have a row '{record['sample_id']}' with different "
-                "contents, so a precomputed reference cannot tell them apart; give the two files "
-                "different names")
 
 
 def make_order(s: Session) -> Order:
@@ -341,6 +206,7 @@ def forward(s: Session, scorer: nn.Module, records: list[dict], epoch: int, step
     """Surrogates of policy and reference on one micro-batch, then the objective."""
     batch = s.modality.collate(records)
     batch.epoch = epoch
+    batch.weight = weights.row_weights(records, s.recipe.data.weight_field, str(s.recipe.data.train))
     batch = batch.to(s.accelerator.device)
     draw = s.modality.draw(batch, s.recipe.train.seed, unwrap(s, scorer))
     policy = scorer(batch, draw, s.needs)
@@ -349,7 +215,7 @@ def forward(s: Session, scorer: nn.Module, records: list[dict], epoch: int, step
                   all_reduce_mean=lambda t: s.accelerator.reduce(t, "mean")
                   if s.accelerator.num_processes > 1 else t)
     out = s.objective(policy, reference, ctx)
-    loss = out.loss.mean() if out.weight is None else (out.loss * out.weight).sum() / out.weight.sum()
+    loss = weights.reduce(out.loss, out.weight, batch.weight, s.recipe.data.weight_reduction)
     metrics = {"loss": loss.detach(), **out.metrics}
     if reference is not None:
         metrics["drift/chosen"] = (policy.chosen - reference.chosen).detach().mean()
@@ -396,7 +262,7 @@ def _train(s: Session, signals: guard.StopSignals) -> None:
         metrics_log.truncate_after(start)
         log.info("resumed from %s at step %d", ckpt, start)
     if acc.log_with:
-        acc.init_trackers("mmalign", config=_flat_config(recipe.dump()))
+        acc.init_trackers("mmalign", config=flat_config(recipe.dump()))
 
     if start == 0:
         write_samples(s, model, "before")
@@ -497,19 +363,6 @@ def finish(s: Session, model, optimizer, scheduler, metrics_log: MetricsLog, sta
     acc.end_training()
 
 
-def _flat_config(d: dict, prefix: str = "") -> dict:
-    """Trackers take flat scalar hyperparameters."""
-    out: dict = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat_config(v, f"{prefix}{k}."))
-        elif isinstance(v, (int, float, str, bool)):
-            out[f"{prefix}{k}"] = v
-        else:
-            out[f"{prefix}{k}"] = str(v)
-    return out
-
-
 @torch.no_grad()
 def evaluate(s: Session, model: nn.Module, metrics_log: MetricsLog) -> dict[str, float]:
     """Mean objective metrics on held-out pairs (epoch-0 draws, so every eval sees the same)."""
@@ -559,18 +412,7 @@ def save_checkpoint(s: Session, model, optimizer, scheduler) -> str:
 
 
 def export(s: Session) -> list[str]:
+    """The trained policy in its ecosystem's format, with a model card."""
     last = {k: v for k, v in (s.history[-1] if s.history else {}).items() if k != "step"}
-    r = s.recipe
-    card = "\n".join([
-        f"# {r.model.modality} policy trained with mmalign",
-        "",
-        f"- base model: {r.model.path or 'mmalign.models.' + str(r.model.builder)}",
-        f"- data: {r.data.train} (schema {r.data.schema_ or 'default'}, {len(s.train_records)} rows)",
-        "- objective: " + " + ".join(f"{t.weight} x {t.name}({json.dumps(t.params)})" for t in r.objective),
-        f"- reference: {r.reference.strategy}",
-        f"- lora: {r.model.lora.model_dump() if r.model.lora else 'none (full fine-tuning)'}",
-        f"- training: {json.dumps(r.train.model_dump(), default=str)}",
-        f"- steps: {s.step}",
-        "- final metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(last.items())),
-    ])
+    card = model_card(s.recipe, rows=len(s.train_records), steps=s.step, last=last)
     return s.modality.export(s.policy, str(s.run_dir / "export"), card)

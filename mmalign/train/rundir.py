@@ -79,3 +79,14 @@ def start_run_dir(run_dir: Path, recipe, overwrite: bool) -> None:
 def write_data_report(run_dir: Path, counts: dict[str, dict[str, int]]) -> None:
     """``data_report.json``: what the data checks dropped, de-duplicated and repaired."""
     (run_dir / "data_report.json").write_text(json.dumps(counts, indent=1) + "\n")
+
+
+def begin(run_dir: Path, recipe, overwrite: bool, counts: dict[str, dict[str, int]]) -> list[Path]:
+    """Every check has passed: the folder becomes this run's (``config.yaml``, the data report),
+    and half-written checkpoints of an earlier run are removed; returns those removed."""
+    from mmalign.train.checkpoint import clean_leftovers
+
+    start_run_dir(run_dir, recipe, overwrite)
+    removed = clean_leftovers(run_dir)
+    write_data_report(run_dir, counts)
+    return removed

@@ -107,7 +107,7 @@ def raw_batches(draw, needs: frozenset[str], paired: bool) -> dict[str, Any]:
     for need in sorted(needs):
         if need.startswith("terms:"):
             # "as given" and "swapped" values: a term about the chosen response
-            # ("chosen|image=corrupted") belongs to the other response after a swap
+            # ("chosen|condition=corrupted") belongs to the other response after a swap
             for model in MODELS:
                 for version in ("given", "swapped"):
                     raw["terms"][model, need[6:], version] = draw(st.lists(TERM, min_size=b, max_size=b))
@@ -405,10 +405,10 @@ LAWS: dict[str, Callable[[Call, Call], None]] = {
     # mDPO: -log s(s_w - s_l) - log s(s_w - s_w|corrupted) - log s(s_w - delta); only the first
     # term is a pair margin, the others see the chosen response alone (under the swap the
     # corrupted-image term is the new chosen response's)
-    "mdpo": reward_law(lambda c: -logsig(c.sw - c.sl) - logsig(c.sw - c.term_reward("chosen|image=corrupted"))
+    "mdpo": reward_law(lambda c: -logsig(c.sw - c.sl) - logsig(c.sw - c.term_reward("chosen|condition=corrupted"))
                        - logsig(c.sw - c.p["delta"])),
     # Re-Align's rDPO: -log s(s_w - s_l) - log s(s_w - s_w|retrieved)
-    "rdpo": reward_law(lambda c: -logsig(c.sw - c.sl) - logsig(c.sw - c.term_reward("chosen|image=retrieved"))),
+    "rdpo": reward_law(lambda c: -logsig(c.sw - c.sl) - logsig(c.sw - c.term_reward("chosen|condition=retrieved"))),
     "kto": kto_law,
 }
 

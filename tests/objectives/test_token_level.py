@@ -96,7 +96,7 @@ def test_mdpo_sums_dpo_conditional_and_anchor_terms():
     Row 0: h_dpo = 0.5 * 1.0 = 0.5, h_co = 0.5 * 1.5 = 0.75, h_anc = 0.25 - 0.2 = 0.05.
     Row 1: h_dpo = 0.5 * -1.5 = -0.75, h_co = 0.5 * -2.0 = -1.0, h_anc = -0.5 - 0.2 = -0.7.
     """
-    policy, reference = conditioned_pair("chosen|image=corrupted")
+    policy, reference = conditioned_pair("chosen|condition=corrupted")
     out = get("mdpo")(policy, reference, beta=0.5, delta=0.2)
     expected = [nll(0.5) + nll(0.75) + nll(0.05), nll(-0.75) + nll(-1.0) + nll(-0.7)]
     torch.testing.assert_close(out.loss, tensor(expected), **TOL)
@@ -109,7 +109,7 @@ def test_rdpo_adds_the_visual_preference_over_the_retrieved_image():
 
     Row 0: 1.0 and 1.5. Row 1: -1.5 and -2.0.
     """
-    policy, reference = conditioned_pair("chosen|image=retrieved")
+    policy, reference = conditioned_pair("chosen|condition=retrieved")
     out = get("rdpo")(policy, reference, beta=1.0)
     torch.testing.assert_close(out.loss, tensor([nll(1.0) + nll(1.5), nll(-1.5) + nll(-2.0)]), **TOL)
 
@@ -330,7 +330,7 @@ def full_pair(b=2, u=3, v=4, h=5) -> tuple[Surrogate, Surrogate, Context, dict]:
             hidden = leaves[f"{who}_hidden_{side}"] = torch.randn(b, u, h, generator=gen, dtype=F64,
                                                                  requires_grad=True)
             parts["extras"][f"hidden_{side}"] = hidden
-        for key in ("chosen|image=corrupted", "chosen|image=retrieved"):
+        for key in ("chosen|condition=corrupted", "chosen|condition=retrieved"):
             parts["terms"][key] = leaves[f"{who}_{key}"] = torch.randn(b, generator=gen, dtype=F64,
                                                                       requires_grad=True)
         return Surrogate(**parts)
@@ -380,8 +380,8 @@ def test_registered_specs():
     assert get_spec("sparsepo").needs == {"token_logps", "vocab_logps", "hidden"}
     assert get_spec("sparsepo").make_state is SparseMaskHeads
     assert get_spec("dense_dpo").needs == {"token_logps", "fields:chosen_changed", "fields:rejected_changed"}
-    assert get_spec("mdpo").needs == {"terms:chosen|image=corrupted"}
-    assert get_spec("rdpo").needs == {"terms:chosen|image=retrieved"}
+    assert get_spec("mdpo").needs == {"terms:chosen|condition=corrupted"}
+    assert get_spec("rdpo").needs == {"terms:chosen|condition=retrieved"}
     assert not get_spec("tdpo").needs_ctx and get_spec("mask_dpo").needs_ctx
 
 
@@ -403,7 +403,7 @@ def test_field_of_the_wrong_shape_names_both_shapes():
         get("mask_dpo")(policy, reference, ctx)
 
 
-@pytest.mark.parametrize("name,key", [("mdpo", "chosen|image=corrupted"), ("rdpo", "chosen|image=retrieved")])
+@pytest.mark.parametrize("name,key", [("mdpo", "chosen|condition=corrupted"), ("rdpo", "chosen|condition=retrieved")])
 def test_missing_term_names_the_term_and_the_model(name, key):
     policy, reference, _, _ = full_pair()
     del reference.terms[key]

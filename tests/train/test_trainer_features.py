@@ -160,3 +160,21 @@ def test_accelerate_configs_parse():
     kinds = {p.name: yaml.safe_load(p.read_text())["distributed_type"] for p in root.glob("*.yaml")}
     assert kinds == {"ddp.yaml": "MULTI_GPU", "fsdp.yaml": "FSDP",
                      "deepspeed_zero2.yaml": "DEEPSPEED", "deepspeed_zero3.yaml": "DEEPSPEED"}
+
+
+def test_eval_fraction_holds_rows_out_of_training(make_recipe):
+    """Without data.eval, data.eval_fraction holds rows out; no row is on both sides, and the
+    held-out rows are evaluated."""
+    s = train(make_recipe("held", data={"eval": None, "eval_fraction": 0.25},
+                          train={"max_steps": 2}, eval={"every": 2}))
+    train_ids = {r["sample_id"] for r in s.train_records}
+    held_ids = {r["sample_id"] for r in s.eval_records}
+    assert held_ids and train_ids and not train_ids & held_ids
+    assert any("eval/loss" in row for row in s.history)
+
+
+def test_eval_fraction_and_an_eval_file_are_refused_together(make_recipe):
+    from mmalign.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="data.eval .* or data.eval_fraction"):
+        make_recipe("both", data={"eval_fraction": 0.25})
