@@ -7,7 +7,9 @@ and text encoders are as heavy next to its UNet as SDXL's are next to SDXL's UNe
 (``mmalign.models.diffusion.SDXL_PROPORTIONS``: in forward FLOPs, VAE encoder 0.7 x UNet, text
 encoders 0.016 x UNet), which is the representative one. Writes
 benchmarks/results/diffusion_cache.json. A step is: collate, draw, policy surrogate with
-gradient, reference surrogate (adapters off) without, DPO loss, backward, AdamW step.
+gradient, reference surrogate (adapters off) without, DPO loss, backward, AdamW step. Also the
+cache's size on disk with float32 storage and with ``cache_dtype: bfloat16`` (the shared
+frozen-work cache, :mod:`mmalign.modalities.frozen_cache`).
 """
 from __future__ import annotations
 
@@ -50,6 +52,14 @@ def _data(folder: Path, rows: int, size: int) -> str:
     return str(path)
 
 
+def cache_megabytes(data: str, folder: Path, resolution: int, builder_args: dict, cache_dtype: str | None) -> float:
+    """Size on disk of the prepared cache of ``data``."""
+    modality = ImageDiffusionModality(resolution=resolution, random_flip=True, cache_dtype=cache_dtype)
+    modality.load_policy(ModelSpec(builder="tiny_sdxl", builder_args=builder_args))
+    records = modality.prepare(modality.load_records(data, "pickapic"), str(folder / f"cache-{cache_dtype}"))
+    return round(sum(os.path.getsize(r["cache_file"]) for r in records) / 2 ** 20, 3)
+
+
 def seconds_per_step(cache: bool, data: str, folder: Path, steps: int, batch_size: int, resolution: int,
                      builder_args: dict) -> float:
     torch.manual_seed(0)
@@ -85,11 +95,13 @@ def seconds_per_step(cache: bool, data: str, folder: Path, steps: int, batch_siz
 
 
 def compare(data: str, folder: Path, args, builder_args: dict) -> dict:
-    """Median seconds per step with the cache off and on, and their ratio."""
+    """Median seconds per step with the cache off and on, their ratio, and the cache's size."""
     off = seconds_per_step(False, data, folder, args.steps, args.batch, args.resolution, builder_args)
     on = seconds_per_step(True, data, folder, args.steps, args.batch, args.resolution, builder_args)
+    sizes = {f"cache_megabytes_{name}": cache_megabytes(data, folder, args.resolution, builder_args, dtype)
+             for name, dtype in (("float32", None), ("bfloat16", "bfloat16"))}
     return {"builder_args": builder_args, "seconds_per_step_cache_off": round(off, 5),
-            "seconds_per_step_cache_on": round(on, 5), "speedup_off_over_on": round(off / on, 3)}
+            "seconds_per_step_cache_on": round(on, 5), "speedup_off_over_on": round(off / on, 3), **sizes}
 
 
 def main() -> None:

@@ -159,16 +159,13 @@ BUILDERS: dict[str, Callable[..., LlavaForConditionalGeneration]] = {"tiny_llava
 PARTS_BUILDERS: dict[str, Callable[..., LlavaParts]] = {"tiny_llava": tiny_llava_parts}
 
 
-def load_llava(path: str, dtype: str = "float32") -> LlavaParts:
+def load_llava(path: str, dtype: torch.dtype = torch.float32) -> LlavaParts:
     """A LLaVA checkpoint (``save_pretrained`` folder: config, safetensors, processor files)
     from a local folder; nothing is downloaded."""
     if not os.path.isdir(path):
         raise ConfigError(
             f"model.path '{path}' is not a folder; give a local LLaVA checkpoint folder "
             "(with config.json, *.safetensors and the processor files) or use builder: tiny_llava")
-    torch_dtype = getattr(torch, dtype, None)
-    if not isinstance(torch_dtype, torch.dtype):
-        raise ConfigError(f"model.dtype '{dtype}' is not a torch dtype; use float32, bfloat16 or float16")
     processor = AutoProcessor.from_pretrained(path, local_files_only=True)
-    model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch_dtype, local_files_only=True)
+    model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype, local_files_only=True)
     return LlavaParts(model.eval(), processor)

@@ -202,7 +202,7 @@ def test_vl_nan_rating_does_not_make_pairs(tmp_path):
     assert message(lambda: load_checked(VisionLanguageModality(), path, "vlfeedback", "error")).startswith(
         f"{path}, row 1, field 'completions[1]': ")
     records, counts = load_checked(VisionLanguageModality(), path, "vlfeedback", "skip")
-    assert [(r["chosen"], r["rejected"], r["margin"]) for r in records] == [("red", "blue", 4.0)]
+    assert [(r["chosen"], r["rejected"], r["fields"]["margin"]) for r in records] == [("red", "blue", 4.0)]
     dropped = {k: v for k, v in counts.items() if k.startswith("dropped: ")}
     assert list(dropped.values()) == [1] and next(iter(dropped)).startswith("dropped: completions[*]: ")
     assert (counts["rows_read"], counts["records_kept"]) == (2, 1)

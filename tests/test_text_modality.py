@@ -12,9 +12,10 @@ import torch.nn.functional as F
 from torch.testing import assert_close
 
 from mmalign.errors import ConfigError, DataError
-from mmalign.modality import ModelSpec
+from mmalign.modalities.text import TextModality, TextOptions
+from mmalign.modality import ModelSpec, check_needs
 from mmalign.models.text import TINY_VOCAB_SIZE, tiny_llama, tiny_tokenizer
-from mmalign.modalities.text import TextModality
+from mmalign.objectives.conditional import CORRUPTED
 from mmalign.registry import modalities
 from mmalign.train.adapters import inject
 
@@ -89,25 +90,29 @@ def test_chat_template_tokens_and_score(chat):
               "chosen": [{"role": "assistant", "content": "blue"}], "rejected": "grey"}
     prompt = [BOS, USER, NL, *ids("Sky?"), EOS, ASSISTANT, NL]
     batch = modality.collate([record])
-    sequences = batch.inputs["sequences"]
-    assert sequences["input_ids"][0].tolist() == prompt + ids("blue") + [EOS]
-    assert sequences["response_start"].tolist() == [len(prompt), len(prompt)]
+    assert batch.inputs["prompt_ids"] == [prompt]
+    assert batch.inputs["chosen_ids"] == [ids("blue") + [EOS]]
+    assert batch.inputs["rejected_ids"] == [ids("grey") + [EOS]]
     out = modality.surrogate(model, batch, modality.draw(batch, 0, model), frozenset())
     assert_close(out.chosen.detach()[0], plain_logp(model, prompt, ids("blue") + [EOS]), atol=ATOL, rtol=0)
     assert_close(out.rejected.detach()[0], plain_logp(model, prompt, ids("grey") + [EOS]), atol=ATOL, rtol=0)
 
 
-def test_chosen_and_rejected_share_one_forward(plain):
+@pytest.mark.parametrize("packed, rows", [(False, 6), (True, 3)])
+def test_chosen_and_rejected_share_one_forward(plain, packed, rows):
+    """Naive: 3 chosen + 3 rejected rows, stacked; packed: one [prompt | chosen | rejected] row per pair."""
     modality, model = plain
     calls = []
-    handle = model.register_forward_hook(
-        lambda module, args, kwargs, output: calls.append(kwargs["input_ids"].shape[0]), with_kwargs=True)
+    handle = model.model.register_forward_hook(
+        lambda module, args, kwargs, output: calls.append(output.last_hidden_state.shape[0]), with_kwargs=True)
+    batch = modality.collate([{"sample_id": "r", "prompt": "a", "chosen": "b", "rejected": "c"}] * 3)
     try:
-        batch = modality.collate([{"sample_id": "r", "prompt": "a", "chosen": "b", "rejected": "c"}] * 3)
+        modality.options.packed = packed
         modality.surrogate(model, batch, modality.draw(batch, 0, model), frozenset())
     finally:
+        modality.options.packed = False
         handle.remove()
-    assert calls == [6]  # 3 chosen + 3 rejected rows, stacked
+    assert calls == [rows]
 
 
 @pytest.mark.parametrize("truncation, kept", [
@@ -118,13 +123,13 @@ def test_response_truncation(truncation, kept):
     """max_length 8, prompt "Hi" (2 tokens): 6 tokens of room for the 9-token response."""
     modality, _ = loaded(chat_template=False, max_length=8, truncation=truncation)
     batch = modality.collate([{"sample_id": "t", "prompt": "Hi", "chosen": "abcdefgh", "rejected": "z"}])
-    assert batch.inputs["sequences"]["input_ids"][0].tolist() == ids("Hi") + kept
+    assert (batch.inputs["prompt_ids"][0], batch.inputs["chosen_ids"][0]) == (ids("Hi"), kept)
 
 
 def test_max_prompt_length_keeps_the_prompt_end():
     modality, _ = loaded(chat_template=False, max_length=8, max_prompt_length=3)
     batch = modality.collate([{"sample_id": "t", "prompt": "Hello", "chosen": "ok", "rejected": "z"}])
-    assert batch.inputs["sequences"]["input_ids"][0].tolist() == ids("llo") + ids("ok") + [EOS]
+    assert (batch.inputs["prompt_ids"][0], batch.inputs["chosen_ids"][0]) == (ids("llo"), ids("ok") + [EOS])
 
 
 def test_prompt_too_long_names_file_row_and_field(write_jsonl):
@@ -180,20 +185,27 @@ def test_vocab_and_hidden_extras(plain):
 
 
 def test_refuses_needs_it_cannot_fill(plain):
+    """The core refuses what the modality never fills; the plugin what these rows cannot fill."""
     modality, model = plain
+    with pytest.raises(ConfigError, match=r"cannot provide terms:chosen\|condition=corrupted"):
+        check_needs(modality, frozenset({f"terms:{CORRUPTED}"}), "text")
     batch = modality.collate([{"sample_id": "r", "prompt": "a", "chosen": "b", "rejected": "c"}])
-    with pytest.raises(ConfigError, match="cannot provide terms:chosen|image=corrupted"):
-        modality.surrogate(model, batch, modality.draw(batch, 0, model), frozenset({"terms:chosen|image=corrupted"}))
     with pytest.raises(ConfigError, match="set data.schema: unpaired"):
         modality.surrogate(model, batch, modality.draw(batch, 0, model), frozenset({"label"}))
 
 
 def test_options_are_validated():
+    assert TextModality.Options is TextOptions
     with pytest.raises(ConfigError) as err:
         TextModality(truncation="middle")
-    assert str(err.value) == "text option truncation must be one of keep_end, keep_start, got 'middle'"
+    assert str(err.value) == ("model.options of modality 'text':\nmodel.options.truncation: Input should be "
+                              "'keep_end' or 'keep_start' (got 'middle')")
     with pytest.raises(ConfigError, match="max_prompt_length \\(512\\) must be smaller than max_length"):
         TextModality(max_prompt_length=512)
+    with pytest.raises(ConfigError, match="model.options.chat_template: Input should be a valid boolean"):
+        TextModality(chat_template="yes")
+    with pytest.raises(ConfigError, match="model.options.max_len: Extra inputs are not permitted"):
+        TextModality(max_len=3)
     with pytest.raises(ConfigError, match="Did you mean 'tiny_llama'"):
         TextModality().load_policy(ModelSpec(builder="tiny_lama"))
 
@@ -247,10 +259,14 @@ def test_export_lora_writes_an_adapter_that_reloads(tmp_path):
         assert not torch.allclose(tiny_llama()(input_ids=sequence).logits, model(input_ids=sequence).logits)
 
 
-def test_sample_is_reproducible(plain):
+def test_sample_depends_on_the_prompt_and_its_seed_only(plain):
     modality, model = plain
     small = TextModality(chat_template=False, max_new_tokens=4)
     small.tokenizer = modality.tokenizer
-    first = small.sample(model, ["Hi", "Yo"], n=2, seed=3)
+    first = small.sample(model, ["Hi", "Yo"], 2, [3, 8])
     assert len(first) == 2 and all(len(texts) == 2 for texts in first)
-    assert small.sample(model, ["Hi", "Yo"], n=2, seed=3) == first
+    assert small.sample(model, ["Hi", "Yo"], 2, [3, 8]) == first
+    assert small.sample(model, ["Yo"], 2, [8]) == [first[1]]  # not on the other prompts
+    assert small.sample(model, ["Hi", "Yo"], 2, 3) == small.sample(model, ["Hi", "Yo"], 2, [3, 4])
+    with pytest.raises(ConfigError, match="cannot continue from a start sample"):
+        small.sample(model, ["Hi"], 1, [0], init=["Hello"], strength=0.5)

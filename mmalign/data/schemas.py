@@ -38,7 +38,7 @@ def preference(row: dict[str, Any], where: RowRef) -> list[dict[str, Any]]:
     require_fields(row, ("prompt", "chosen", "rejected"), where)
     prompt, chosen, rejected = _align(row, ("prompt", "chosen", "rejected"), where)
     return [{"prompt": prompt, "chosen": chosen, "rejected": rejected,
-             "fields": _numeric_fields(row, {"prompt", "chosen", "rejected"})}]
+             "fields": numeric_fields(row, {"prompt", "chosen", "rejected"})}]
 
 
 @register_dataset("text:unpaired")
@@ -60,7 +60,7 @@ def unpaired(row: dict[str, Any], where: RowRef) -> list[dict[str, Any]]:
 def _unpaired_record(prompt, completion, label: bool, row: dict[str, Any], where: RowRef) -> dict[str, Any]:
     known = {"prompt", "completion", "label", "chosen", "rejected"}
     return {"prompt": prompt, "completion": completion, "label": label,
-            "fields": _numeric_fields(row, known)}
+            "fields": numeric_fields(row, known)}
 
 
 def _label(value: Any, where: RowRef) -> bool:
@@ -119,6 +119,9 @@ def _split_implicit_prompt(row: dict[str, Any], where: RowRef) -> dict[str, Any]
     return {**row, "prompt": chosen[:shared], "chosen": chosen[shared:], "rejected": rejected[shared:]}
 
 
-def _numeric_fields(row: dict[str, Any], known: set[str]) -> dict[str, float]:
+def numeric_fields(row: dict[str, Any], known: set[str] = frozenset()) -> dict[str, float]:
+    """The row's numeric (not boolean) columns other than ``known``, as floats: a record's
+    ``fields``, read by ``fields:<name>`` needs and ``data.weight_field``. Every schema of every
+    modality uses this one."""
     return {k: float(v) for k, v in row.items()
             if k not in known and isinstance(v, (int, float)) and not isinstance(v, bool)}

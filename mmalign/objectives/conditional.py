@@ -38,9 +38,16 @@ def _term(surrogate: Surrogate, key: str, which: str, name: str) -> Tensor:
     return surrogate.terms[key]
 
 
-def _condition_ratio(policy: Surrogate, reference: Surrogate, key: str, name: str) -> Tensor:
-    """``log pi(y_w | other condition) - log ref(y_w | other condition)``, ``[B]``."""
-    return _term(policy, key, "policy", name) - _term(reference, key, "reference", name)
+def _three_ratios(policy: Surrogate, reference: Surrogate | None, key: str, name: str,
+                  beta: float) -> tuple[Tensor, Tensor, Tensor]:
+    """The log-ratios ``lr(y_w | m)``, ``lr(y_l | m)`` and ``lr(y_w | other condition)``, ``[B]``
+    each, with ``lr = log pi - log ref``, after the checks both objectives make."""
+    require_positive(name, beta=beta)
+    reference = require_reference(reference, name)
+    require_pairs(policy, reference, name)
+    chosen_lr, rejected_lr = log_ratios(policy, reference)
+    other_lr = _term(policy, key, "policy", name) - _term(reference, key, "reference", name)
+    return chosen_lr, rejected_lr, other_lr
 
 
 @objective("mdpo", needs=(f"terms:{CORRUPTED}",),
@@ -62,12 +69,7 @@ def mdpo(policy: Surrogate, reference: Surrogate, ctx: Context | None = None, *,
     anchor keeps the chosen reward above ``delta`` (0 in the paper), so the chosen likelihood
     does not fall while the margin grows.
     """
-    name, key = "mdpo", CORRUPTED
-    require_positive(name, beta=beta)
-    reference = require_reference(reference, name)
-    require_pairs(policy, reference, name)
-    chosen_lr, rejected_lr = log_ratios(policy, reference)
-    corrupted_lr = _condition_ratio(policy, reference, key, name)
+    chosen_lr, rejected_lr, corrupted_lr = _three_ratios(policy, reference, CORRUPTED, "mdpo", beta)
     dpo_loss = dpo_logistic(chosen_lr, rejected_lr, beta)
     conditional_loss = dpo_logistic(chosen_lr, corrupted_lr, beta)
     anchor_loss = -F.logsigmoid(beta * chosen_lr - delta)
@@ -95,12 +97,7 @@ def rdpo(policy: Surrogate, reference: Surrogate, ctx: Context | None = None, *,
     scores tokens other than the label tokens (a label / log-prob misalignment); here every
     term is the real log-probability of the label tokens, as the formula states.
     """
-    name, key = "rdpo", RETRIEVED
-    require_positive(name, beta=beta)
-    reference = require_reference(reference, name)
-    require_pairs(policy, reference, name)
-    chosen_lr, rejected_lr = log_ratios(policy, reference)
-    retrieved_lr = _condition_ratio(policy, reference, key, name)
+    chosen_lr, rejected_lr, retrieved_lr = _three_ratios(policy, reference, RETRIEVED, "rdpo", beta)
     text_loss = dpo_logistic(chosen_lr, rejected_lr, beta)
     visual_loss = dpo_logistic(chosen_lr, retrieved_lr, beta)
     return pair_output(policy, text_loss + visual_loss, beta * chosen_lr, beta * rejected_lr,

@@ -1,91 +1,81 @@
-"""The on-disk cache of the frozen work (safetensors), so an epoch never runs the encoders.
+"""What the image-diffusion modality keeps in the frozen-work cache, so an epoch never runs
+the encoders (storage, keys and atomic writes: :mod:`mmalign.modalities.frozen_cache`).
 
-Layout: ``cache_dir/image_diffusion-<key>/`` where ``key`` hashes the frozen models (configs and
-weight statistics) and the preprocessing (resolution, crop, flip). Inside, one
-``<record hash>.safetensors`` per record (hash of sample id, prompt and image bytes) with
+The cache is opened for the frozen models' weights and the preprocessing (resolution, crop,
+flip, the empty-prompt rule). One entry per record, keyed by its content (prompt and image
+bytes; with ``crop: random`` also its sample id, which draws the crop), holding
 
 * ``mean``, ``logvar`` ``[S, F, C, h, w]``: the VAE posterior of each image (winner first),
   kept as a distribution so that training still samples a fresh latent each step; ``F`` is 2
   with ``random_flip`` (both flips cached, the draw picks one) and 1 otherwise;
 * ``prompt_embeds`` ``[L, D]``; SDXL: ``pooled`` ``[P]`` and ``time_ids`` ``[6]``;
 
-and ``empty_prompt.safetensors``: the empty prompt's conditioning, for caption dropout.
+and the entry ``empty_prompt``: the empty prompt's conditioning, for caption dropout.
 The crop is fixed when the cache is written: the center, or with ``crop: random`` one crop
 per record drawn from ``row_generator(seed=0, sample_id, epoch=0)``.
-Files are written to a temporary name and renamed, so an interrupted run leaves no half file.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 
+from mmalign.data.io import RowRef
 from mmalign.modality import row_generator
 from mmalign.models.diffusion import DiffusionParts
 
+from mmalign.modalities import frozen_cache
+from mmalign.modalities.frozen_cache import FrozenCache
 from mmalign.modalities.image_diffusion.encode import empty_prompt, encode_prompts, latent_distribution, time_ids
-from mmalign.modalities.image_diffusion.images import decode_rgb, pair_pixels, RowRef
+from mmalign.modalities.image_diffusion.images import decode_rgb, pair_pixels
 from mmalign.modalities.image_diffusion.options import DiffusionOptions
-from mmalign.modalities.image_diffusion.records import content_hash
 
 logger = logging.getLogger("mmalign.image_diffusion")
-VERSION = 1
+VERSION = 2
 CHUNK = 8
+EMPTY = "empty_prompt"
 
 
-def model_fingerprint(parts: DiffusionParts) -> str:
-    """A digest of the frozen models: their configs and, per weight tensor, its sum and sum of
-    squares (cheap, and any change of weights changes it)."""
-    h = hashlib.blake2b(digest_size=16)
-    for module in parts.frozen_modules():
-        h.update(json.dumps(module.config.to_dict() if hasattr(module.config, "to_dict") else dict(module.config),
-                            sort_keys=True, default=str).encode())
-        with torch.no_grad():
-            for name, p in module.state_dict().items():
-                p64 = p.detach().double()
-                h.update(f"{name}:{tuple(p.shape)}:{p64.sum().item():.12e}:{p64.square().sum().item():.12e}".encode())
-    h.update(str(parts.force_zeros_for_empty_prompt).encode())
-    return h.hexdigest()
+def open_cache(cache_dir: str, parts: DiffusionParts, options: DiffusionOptions) -> FrozenCache:
+    """The cache of these frozen models under this preprocessing."""
+    config = {"version": VERSION, "resolution": options.resolution, "crop": options.crop,
+              "random_flip": options.random_flip, "force_zeros": parts.force_zeros_for_empty_prompt}
+    dtype = getattr(torch, options.cache_dtype) if options.cache_dtype else None
+    weights = frozen_cache.weights_hash(parts.frozen_modules())
+    return FrozenCache.open(cache_dir, "image_diffusion", weights, config, dtype)
 
 
-def cache_folder(cache_dir: str, parts: DiffusionParts, options: DiffusionOptions) -> Path:
-    prep = f"v{VERSION}|{options.resolution}|{options.crop}|{options.random_flip}"
-    key = hashlib.blake2b(f"{model_fingerprint(parts)}|{prep}".encode(), digest_size=10).hexdigest()
-    return Path(cache_dir) / f"image_diffusion-{key}"
-
-
-def record_file(folder: Path, record: dict) -> Path:
-    digest = hashlib.blake2b(f"{record['sample_id']}|{content_hash(record)}".encode(), digest_size=16).hexdigest()
-    return folder / f"{digest}.safetensors"
-
-
-def _atomic_save(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
-    os.replace(tmp, path)
+def record_key(record: dict, options: DiffusionOptions) -> list[bytes | str]:
+    """What a record's entry depends on: its prompt and image bytes, and with random crops
+    the sample id its crop is drawn from."""
+    crop = [record["sample_id"]] if options.crop == "random" else []
+    return ["record", record["prompt"], *record["images"], *crop]
 
 
 def write_cache(records: list[dict], cache_dir: str, parts: DiffusionParts, options: DiffusionOptions) -> list[dict]:
     """Encode every record not cached yet; return the records, each with its ``cache_file``."""
-    folder = cache_folder(cache_dir, parts, options)
-    folder.mkdir(parents=True, exist_ok=True)
-    empty_file = folder / "empty_prompt.safetensors"
-    if not empty_file.is_file():
-        _atomic_save({k: v[0] for k, v in empty_prompt(parts).items()}, empty_file)
-    todo = [r for r in records if not record_file(folder, r).is_file()]
+    cache = open_cache(cache_dir, parts, options)
+    cache.get_or_compute(EMPTY, lambda: {k: v[0] for k, v in empty_prompt(parts).items()})
+    todo = _missing(records, cache, options)
     for start in range(0, len(todo), CHUNK):
-        _encode_chunk(todo[start:start + CHUNK], folder, parts, options)
+        _encode_chunk(todo[start:start + CHUNK], cache, parts, options)
     if options.random_flip:
-        logger.info("cache %s: both flips of every image cached; the draw picks one per step", folder)
+        logger.info("cache %s: both flips of every image cached; the draw picks one per step", cache.folder)
     if options.crop == "random":
-        logger.info("cache %s: random crops are fixed once per record when cached", folder)
-    logger.info("cache %s: %d records, %d newly encoded", folder, len(records), len(todo))
-    return [dict(r, cache_file=str(record_file(folder, r))) for r in records]
+        logger.info("cache %s: random crops are fixed once per record when cached", cache.folder)
+    logger.info("cache %s: %d records, %d newly encoded", cache.folder, len(records), len(todo))
+    return [dict(r, cache_file=str(cache.path(record_key(r, options)))) for r in records]
+
+
+def _missing(records: list[dict], cache: FrozenCache, options: DiffusionOptions) -> list[dict]:
+    """The records whose entry is not cached yet, one per entry (equal content encodes once)."""
+    missing = {}
+    for r in records:
+        path = cache.path(record_key(r, options))
+        if not path.is_file():
+            missing.setdefault(path, r)
+    return list(missing.values())
 
 
 def _crop_for(record: dict, options: DiffusionOptions) -> tuple[float, float]:
@@ -96,7 +86,7 @@ def _crop_for(record: dict, options: DiffusionOptions) -> tuple[float, float]:
 
 
 @torch.no_grad()
-def _encode_chunk(records: list[dict], folder: Path, parts: DiffusionParts, options: DiffusionOptions) -> None:
+def _encode_chunk(records: list[dict], cache: FrozenCache, parts: DiffusionParts, options: DiffusionOptions) -> None:
     flips = (False, True) if options.random_flip else (False,)
     pixels, ids = [], []
     for r in records:
@@ -115,16 +105,16 @@ def _encode_chunk(records: list[dict], folder: Path, parts: DiffusionParts, opti
                    "prompt_embeds": text["prompt_embeds"][i]}
         if parts.is_sdxl:
             tensors.update(pooled=text["pooled"][i], time_ids=ids[i])
-        _atomic_save(tensors, record_file(folder, r))
+        cache.put(record_key(r, options), tensors)
 
 
 def read_cached(records: list[dict]) -> dict[str, torch.Tensor]:
     """Stack the cached tensors of ``records`` along a new batch axis."""
-    loaded = [load_file(r["cache_file"]) for r in records]
+    loaded = [frozen_cache.read(r["cache_file"]) for r in records]
     return {key: torch.stack([t[key] for t in loaded]) for key in loaded[0]}
 
 
 def read_empty(cache_file: str) -> dict[str, torch.Tensor]:
-    """The empty-prompt conditioning beside a record's cache file, ``[1, ...]`` each."""
-    loaded = load_file(str(Path(cache_file).parent / "empty_prompt.safetensors"))
+    """The empty-prompt conditioning of the cache a record's entry is in, ``[1, ...]`` each."""
+    loaded = FrozenCache(Path(cache_file).parent).get(EMPTY)
     return {k: v[None] for k, v in loaded.items()}

@@ -1,17 +1,19 @@
 """The UNet's inputs that do not depend on the trained model, for one batch and draw.
 
 From the cache (no encoder runs) or computed now (VAE and text encoders), the result is the
-same :class:`Frozen` value, with the draw's flip, crop and caption dropout applied.
+same :class:`Frozen` value, with the draw's flip, crop and caption dropout applied. The
+modality keeps it in ``Batch.frozen`` (:func:`memoised`), so policy and reference share it.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import Tensor
 
 from mmalign.models.diffusion import DiffusionParts
-from mmalign.surrogate import Draw
+from mmalign.surrogate import Batch, Draw
 
 from mmalign.modalities.image_diffusion.encode import encode_prompts, latent_distribution, time_ids
 from mmalign.modalities.image_diffusion.images import pair_pixels
@@ -28,6 +30,27 @@ class Frozen:
     prompt_embeds: Tensor
     pooled: Tensor | None = None
     time_ids: Tensor | None = None
+
+    def to(self, device: torch.device) -> "Frozen":
+        move = lambda t: t.to(device) if t is not None else None  # noqa: E731
+        return Frozen(move(self.mean), move(self.logvar), move(self.prompt_embeds), move(self.pooled),
+                      move(self.time_ids))
+
+
+#: the ``Batch.frozen`` key of the conditioning, and the draw values it depends on
+KEY = "image_diffusion"
+AUGMENTATION = ("drop", "flip", "crop")
+
+
+def memoised(batch: Batch, draw: Draw, compute: Callable[[], Frozen]) -> Frozen:
+    """``batch.frozen``'s conditioning, computed by ``compute()`` when absent or made for
+    another draw's flip, crop or caption dropout (a batch drawn again with another seed or
+    epoch), so policy and reference of one step encode the batch once."""
+    augmentation = [draw[k].cpu() for k in AUGMENTATION]  # Batch.to may have moved the memo's copy
+    memo = batch.frozen.get(KEY)
+    if memo is None or not all(torch.equal(a.cpu(), b) for a, b in zip(memo["augmentation"], augmentation)):
+        memo = batch.frozen[KEY] = {"augmentation": augmentation, "inputs": compute()}
+    return memo["inputs"]
 
 
 def from_cache(inputs: dict, draw: Draw, empty: dict[str, Tensor]) -> Frozen:

@@ -1,10 +1,11 @@
 """The randomness of a Diffusion-DPO step, drawn once per pair from per-row generators.
 
 Each row's values come from ``row_generator(seed, sample_id, epoch, "image_diffusion")`` in a
-fixed order, so a row gets the same timestep, noise, latent sample, caption-dropout decision,
-crop and flip wherever it lands (batch order, composition, world size, resume). The chosen
-and the rejected image of a pair share every value, as in Wallace et al. 2023 (Diffusion-DPO),
-where both go through the UNet with the same ``t`` and ``epsilon``.
+fixed order: the denoising library's timestep, noise and latent sample
+(:func:`mmalign.modalities.denoising.draw.denoising_values`), then this plugin's
+caption-dropout decision, flip and crop. So a row gets the same values wherever it lands
+(batch order, composition, world size, resume), and the chosen and the rejected image of a
+pair share every value, as in Wallace et al. 2023 (Diffusion-DPO, arXiv:2311.12908).
 """
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from dataclasses import dataclass
 
 import torch
 
-from mmalign.modality import row_generator
 from mmalign.surrogate import Batch, Draw
+
+from mmalign.modalities.denoising.draw import denoising_values, per_row, uniform_timestep
 
 SALT = "image_diffusion"
 
@@ -33,17 +35,13 @@ def forward_draw(batch: Batch, seed: int, shape: DrawShape) -> Draw:
     """Per-row ``timesteps`` ``[B]`` (uniform over the training schedule), ``noise`` and
     ``latent_eps`` ``[B, C, h, w]`` (the latter samples the VAE posterior), ``drop`` and
     ``flip`` ``[B]`` booleans, ``crop`` ``[B, 2]`` fractions of the free room (0.5 = center)."""
-    rows = [_row(seed, sid, batch.epoch, shape) for sid in batch.sample_id]
-    return Draw({key: torch.stack([row[key] for row in rows]) for key in rows[0]})
+    return per_row(batch.sample_id, seed, batch.epoch, SALT, lambda gen: _row(gen, shape))
 
 
-def _row(seed: int, sample_id: str, epoch: int, shape: DrawShape) -> dict[str, torch.Tensor]:
-    gen = row_generator(seed, sample_id, epoch, SALT)
+def _row(gen: torch.Generator, shape: DrawShape) -> dict[str, torch.Tensor]:
     # always draw every value in this order, so turning one option on never shifts the others
-    t = torch.randint(0, shape.num_train_timesteps, (), generator=gen)
-    noise = torch.randn(shape.latent_shape, generator=gen)
-    latent_eps = torch.randn(shape.latent_shape, generator=gen)
+    values = denoising_values(gen, shape.latent_shape, uniform_timestep(shape.num_train_timesteps))
     drop = torch.rand((), generator=gen) < shape.caption_dropout
     flip = (torch.rand((), generator=gen) < 0.5) & shape.random_flip
     crop = torch.rand(2, generator=gen) if shape.random_crop else torch.full((2,), 0.5)
-    return {"timesteps": t, "noise": noise, "latent_eps": latent_eps, "drop": drop, "flip": flip, "crop": crop}
+    return {**values, "drop": drop, "flip": flip, "crop": crop}

@@ -15,10 +15,11 @@ from typing import Any, Iterator, Mapping, Sequence
 from torch import Tensor, nn
 
 from mmalign.errors import ConfigError, DataError
+from mmalign.modality import normalize_seeds
 from mmalign.registry import register_evaluator, rewards
 from mmalign.train import adapters
 
-#: prompts sampled per pipeline call; chunk ``i`` is sampled with ``seed + i`` for both models
+#: prompts sampled per pipeline call (prompt ``i`` is sampled from ``seed + i`` in any chunk)
 CHUNK = 8
 PROMPT_COLUMNS = ("prompt", "caption")
 
@@ -43,14 +44,18 @@ def diffusion_win_rate(modality, model: nn.Module, data: str | None, *, seed: in
         raise ConfigError(f"eval.options.diffusion_win_rate.n must be a positive integer, got {n!r}")
     prompts = read_prompts(data, limit)
     judge = build_scorer(scorer, dict(scorer_options or {}))
-    tuned = sample_chunks(modality, model, prompts, n, seed)
+    tuned = _flat(sample_chunks(modality, model, prompts, n, seed))
     with base_model(modality, model) as base:
-        untuned = sample_chunks(modality, base, prompts, n, seed)
+        untuned = _flat(sample_chunks(modality, base, prompts, n, seed))
     repeated = [p for p in prompts for _ in range(n)]
     tuned_scores = judge.score(tuned, repeated).detach().float().cpu()
     base_scores = judge.score(untuned, repeated).detach().float().cpu()
     return {"win_rate": win_rate(tuned_scores, base_scores), "score_tuned": tuned_scores.mean().item(),
             "score_base": base_scores.mean().item(), "images": float(len(repeated))}
+
+
+def _flat(per_prompt: list[list]) -> list:
+    return [image for images in per_prompt for image in images]
 
 
 def win_rate(tuned: Tensor, base: Tensor) -> float:
@@ -90,12 +95,14 @@ def build_scorer(scorer: str | Any, options: dict[str, Any]) -> Any:
         raise ConfigError(f"eval.options.diffusion_win_rate.scorer_options for reward '{scorer}': {exc}") from None
 
 
-def sample_chunks(modality, model: nn.Module, prompts: Sequence[str], n: int, seed: int) -> list:
-    """``n`` images per prompt, prompt-major; chunk ``i`` of :data:`CHUNK` prompts from ``seed + i``,
-    so two models given the same prompts and seed start every image from the same noise."""
-    images: list = []
-    for i, start in enumerate(range(0, len(prompts), CHUNK)):
-        images += modality.sample(model, list(prompts[start:start + CHUNK]), n, seed + i)
+def sample_chunks(modality, model: nn.Module, prompts: Sequence[str], n: int, seed: int) -> list[list]:
+    """``n`` images per prompt, one list per prompt, in calls of :data:`CHUNK` prompts; prompt
+    ``i`` is sampled from ``seed + i`` whatever the chunking, so two models given the same
+    prompts and seed start every image from the same noise."""
+    seeds = normalize_seeds(seed, len(prompts))
+    images: list[list] = []
+    for start in range(0, len(prompts), CHUNK):
+        images += modality.sample(model, list(prompts[start:start + CHUNK]), n, seeds[start:start + CHUNK])
     return images
 
 

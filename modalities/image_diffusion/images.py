@@ -1,7 +1,6 @@
 """Decoding, repairing and the shared resize / crop / flip of an image pair."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -9,19 +8,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mmalign.errors import DataError
+from mmalign.data.io import RowRef
 from mmalign.modalities.image_io import decode_image
-
-
-@dataclass(frozen=True)
-class RowRef:
-    """Where a row comes from, for error messages: the data file and the row index."""
-
-    file: str
-    row: int
-
-    def error(self, field: str, message: str, hint: str | None = None) -> DataError:
-        return DataError(message, file=self.file, row=self.row, field=field, hint=hint)
 
 
 def image_bytes(value: Any, where: RowRef, field: str) -> bytes:
@@ -98,3 +86,11 @@ def pair_pixels(images: list[Image.Image], resolution: int, crop: tuple[float, f
         tensor = torch.from_numpy(arr).permute(2, 0, 1) / 127.5 - 1.0
         out.append(tensor.flip(-1) if flip else tensor)
     return torch.stack(out), original, (top, left)
+
+
+def center_square(image: Image.Image, resolution: int) -> Image.Image:
+    """The center ``resolution`` square of ``image`` after resizing its short side, as the
+    training crop (``crop: center``) takes it: the start image of img2img sampling."""
+    resized = resize_short_side(image.convert("RGB"), resolution)
+    top, left = crop_top_left(resized.size, resolution, (0.5, 0.5))
+    return resized.crop((left, top, left + resolution, top + resolution))

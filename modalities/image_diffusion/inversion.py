@@ -21,8 +21,9 @@ from torch import Tensor
 from mmalign.modality import row_generator
 from mmalign.surrogate import Batch, Draw
 
+from mmalign.modalities.denoising.surrogate import side_major
 from mmalign.modalities.image_diffusion.conditioning import Frozen
-from mmalign.modalities.image_diffusion.surrogate import latents_of, side_major, unet_prediction
+from mmalign.modalities.image_diffusion.surrogate import conditions, latents_of, unet_prediction
 
 SALT = "image_diffusion/inversion"
 
@@ -43,17 +44,16 @@ def grid_indices(batch: Batch, seed: int, steps: int) -> Tensor:
 @torch.no_grad()
 def inversion_draw(model: UNet2DConditionModel, scheduler: DDPMScheduler, frozen: Frozen, base: Draw,
                    indices: Tensor, steps: int, scaling_factor: float) -> Draw:
-    """Add ``latents``, ``noisy`` and ``noise`` ``[B, S, C, h, w]`` and the grid ``timesteps``
-    to ``base`` (whose latent sample, flip, crop and caption dropout are kept)."""
+    """Add ``noisy`` and ``noise`` ``[B, S, C, h, w]`` and the grid ``timesteps`` to ``base``
+    (whose latent sample, flip, crop and caption dropout are kept). ``frozen`` is the batch's
+    conditioning under ``base`` (``Batch.frozen``); nothing of it goes into the draw."""
     inverse = inverse_scheduler(scheduler, steps)
     grid = inverse.timesteps.to(frozen.mean.device)
     latents = latents_of(frozen, base, scaling_factor)
     b, s = latents.shape[:2]
     x = side_major(latents)
     rows_k = indices.repeat(s).to(x.device)
-    embeds = frozen.prompt_embeds.repeat(s, 1, 1)
-    pooled = frozen.pooled.repeat(s, 1) if frozen.pooled is not None else None
-    ids = frozen.time_ids.repeat(s, 1) if frozen.time_ids is not None else None
+    embeds, pooled, ids = conditions(frozen, s, with_mismatched=False)
     noisy = torch.empty_like(x)
     for j in range(int(indices.max())):
         level = grid[j - 1] if j > 0 else torch.zeros((), dtype=grid.dtype, device=grid.device)
@@ -66,5 +66,5 @@ def inversion_draw(model: UNet2DConditionModel, scheduler: DDPMScheduler, frozen
     alpha = scheduler.alphas_cumprod.to(x.device)[t.repeat(s)].view(-1, 1, 1, 1).to(x.dtype)
     noise = (noisy - alpha.sqrt() * side_major(latents)) / (1 - alpha).sqrt()
     unflat = lambda v: v.unflatten(0, (s, b)).transpose(0, 1)  # noqa: E731 - side-major back to [B, S]
-    values = dict(base.values, timesteps=t.cpu(), latents=latents, noisy=unflat(noisy), noise=unflat(noise))
+    values = dict(base.values, timesteps=t.cpu(), noisy=unflat(noisy), noise=unflat(noise))
     return Draw(values)

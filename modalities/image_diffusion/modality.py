@@ -1,8 +1,11 @@
 """The image-diffusion modality: Diffusion-DPO and its family for SD 1.5 and SDXL UNets.
 
 Wallace et al. 2023, Diffusion Model Alignment Using Direct Preference Optimization
-(arXiv:2311.12908). See ``surrogate.py`` for the surrogate and why ``beta`` keeps its meaning,
-``draw.py`` for the shared randomness, ``cache.py`` for the frozen-work cache.
+(arXiv:2311.12908). A thin plugin on the denoising library (:mod:`mmalign.modalities.denoising`:
+draws, targets, the per-sample surrogate, LoRA export) and the frozen-work cache
+(:mod:`mmalign.modalities.frozen_cache`); what is SD's own lives here and beside it: the text
+encoders and SDXL's added time ids (``encode.py``, ``conditioning.py``), the UNet forward
+(``surrogate.py``), the pipelines (``sampling.py``).
 """
 from __future__ import annotations
 
@@ -11,37 +14,40 @@ from collections import Counter
 from typing import Any, Sequence
 
 import torch
+from PIL import Image
 from torch import nn
 
 from mmalign.data.checks import RowChecks
+from mmalign.data.io import RowRef
 from mmalign.errors import ConfigError, DataError
-from mmalign.modality import ModelSpec
+from mmalign.modality import ModelSpec, normalize_seeds
 from mmalign.models import diffusion as builders
 from mmalign.surrogate import Batch, Draw, Surrogate
 
-from mmalign.modalities.image_diffusion import cache as frozen_cache
+from mmalign.modalities.image_diffusion.example import example
+from mmalign.modalities.image_diffusion import cache as diffusion_cache
 from mmalign.modalities.image_diffusion import conditioning
 from mmalign.modalities.image_diffusion.draw import DrawShape, forward_draw
 from mmalign.modalities.image_diffusion.encode import empty_prompt, is_truncated
 from mmalign.modalities.image_diffusion.export import export_unet
-from mmalign.modalities.image_diffusion.images import RowRef, decode_rgb
+from mmalign.modalities.image_diffusion.images import decode_rgb
 from mmalign.modalities.image_diffusion.inversion import grid_indices, inversion_draw
-from mmalign.modalities.image_diffusion.options import parse_options
+from mmalign.modalities.image_diffusion.options import DiffusionOptions, parse_options
 from mmalign.modalities.image_diffusion.records import load_records
-from mmalign.modalities.image_diffusion.sampling import sample_images, save_grid
+from mmalign.modalities.image_diffusion.sampling import Sampling, check_strength, sample_images, save_grid
 from mmalign.modalities.image_diffusion.surrogate import diffusion_surrogate
 
 logger = logging.getLogger("mmalign.image_diffusion")
 BUILDERS = ("tiny_sd15", "tiny_sdxl")
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 class ImageDiffusionModality:
     """Text-to-image latent diffusion (``UNet2DConditionModel``), SD 1.5 or SDXL.
 
-    Options: see :class:`~mmalign.modalities.image_diffusion.options.DiffusionOptions`.
+    Options: :class:`~mmalign.modalities.image_diffusion.options.DiffusionOptions` (``Options``).
     """
 
+    Options = DiffusionOptions
     supported_needs = frozenset({"label", "terms:kl_mismatched"})
     lora_target_modules = ("to_q", "to_k", "to_v", "to_out.0")
 
@@ -59,15 +65,13 @@ class ImageDiffusionModality:
 
         ``spec`` is kept (``self.spec``) so evaluators can reload the base UNet of a full
         fine-tune with :meth:`load_unet`."""
-        dtype = _dtype(spec)
         unet = self.load_unet(spec)
         if spec.path:
-            parts = builders.load_parts(spec.path, self.options.vae_path, dtype)
+            parts = builders.load_parts(spec.path, self.options.vae_path, spec.dtype)
         else:
             parts = getattr(builders, f"{spec.builder}_parts")(**spec.builder_args)
-            if dtype != torch.float32:  # the builders make float32 weights
-                for module in parts.frozen_modules():
-                    module.to(dtype)
+            for module in parts.frozen_modules():
+                _cast(module, spec.dtype)
         for module in parts.frozen_modules():
             module.requires_grad_(False).eval()
         self.parts, self._empty, self.spec = parts, None, spec
@@ -76,14 +80,12 @@ class ImageDiffusionModality:
     def load_unet(self, spec: ModelSpec) -> nn.Module:
         """The UNet alone, as :meth:`load_policy` loads it (frozen parts untouched): a fresh
         base model for comparisons with a trained one."""
-        dtype = _dtype(spec)
         if spec.path:
-            return builders.load_unet(spec.path, dtype)
+            return builders.load_unet(spec.path, spec.dtype)
         if spec.builder not in BUILDERS:
             raise ConfigError(f"model.builder {spec.builder!r} is not a diffusion builder; use one of "
                               f"{', '.join(BUILDERS)}, or give model.path (a local diffusers folder)")
-        unet = getattr(builders, spec.builder)(**spec.builder_args)
-        return unet.to(dtype) if dtype != torch.float32 else unet  # the builders make float32 weights
+        return _cast(getattr(builders, spec.builder)(**spec.builder_args), spec.dtype)
 
     def _parts(self) -> builders.DiffusionParts:
         if self.parts is None:
@@ -122,7 +124,7 @@ class ImageDiffusionModality:
         if not self.options.cache:
             logger.info("cache: false; the VAE and text encoders run at every step")
             return list(records)
-        return frozen_cache.write_cache(list(records), cache_dir, self._parts(), self.options)
+        return diffusion_cache.write_cache(list(records), cache_dir, self._parts(), self.options)
 
     def collate(self, records: Sequence[dict[str, Any]]) -> Batch:
         sides = {len(r["images"]) for r in records}
@@ -131,17 +133,18 @@ class ImageDiffusionModality:
                             hint="Use one schema and one model.options.pairing per data file")
         inputs: dict[str, Any] = {"prompts": [r["prompt"] for r in records]}
         if all("cache_file" in r for r in records):
-            inputs.update(frozen_cache.read_cached(list(records)), cached=True,
-                          empty=frozen_cache.read_empty(records[0]["cache_file"]))
+            inputs.update(diffusion_cache.read_cached(list(records)), cached=True,
+                          empty=diffusion_cache.read_empty(records[0]["cache_file"]))
         else:
             inputs.update(cached=False, images=[
                 [decode_rgb(data, RowRef(r["file"], r["row"]), "image")[0] for data in r["images"]] for r in records])
-        fields = {"tie": torch.tensor([float(r.get("tie", False)) for r in records])}
-        if sides == {1}:
-            fields["label"] = torch.tensor([float(r["label"]) for r in records])
-        return Batch(inputs=inputs, sample_id=[r["sample_id"] for r in records], fields=fields)
+        return Batch(inputs=inputs, sample_id=[r["sample_id"] for r in records], fields=_fields(records, sides))
 
     # -- a step ------------------------------------------------------------------------
+    def draws_per_epoch(self, needs: frozenset[str]) -> bool:
+        """Timesteps and noise are drawn anew every epoch, whatever the needs."""
+        return True
+
     def draw(self, batch: Batch, seed: int, model: nn.Module | None) -> Draw:
         """Timesteps, noise, latent sample, caption dropout, crop and flip per row (``draw.py``);
         with ``draw: inversion``, ``x_t`` by DDIM inversion under ``model`` (``inversion.py``)."""
@@ -161,65 +164,83 @@ class ImageDiffusionModality:
             # DDIMInverseScheduler steps from t - T // K: only a divisor K keeps that on the grid
             raise ConfigError(f"model.options.inversion_steps ({opts.inversion_steps}) must divide the "
                               f"scheduler's {shape.num_train_timesteps} training timesteps (e.g. 4, 5, 10, 20)")
-        frozen = self._frozen(batch, base)
+        frozen = self._frozen(batch, base, _device(model))
         indices = grid_indices(batch, seed, opts.inversion_steps)
-        # the returned draw keeps base's values, the memoised frozen inputs included
         return inversion_draw(model, parts.scheduler, frozen, base, indices, opts.inversion_steps,
                               parts.vae.config.scaling_factor)
 
-    def _frozen(self, batch: Batch, draw: Draw) -> conditioning.Frozen:
-        # computed once per (batch, draw) and shared by policy and reference: the pair's
-        # images and prompt are encoded once
-        memo = draw.values.get("_frozen")
-        if memo is not None and memo[0] is batch:
-            return memo[1]
-        if batch.inputs["cached"]:
-            frozen = conditioning.from_cache(batch.inputs, draw, batch.inputs["empty"])
-        else:
-            frozen = conditioning.compute(self._parts(), batch.inputs, draw, self.options.resolution,
-                                          self._empty_prompt())
-        draw.values["_frozen"] = (batch, frozen)
-        return frozen
+    def _frozen(self, batch: Batch, draw: Draw, device: torch.device | None = None) -> conditioning.Frozen:
+        """The UNet's frozen inputs, kept in ``batch.frozen``: the pair's images and prompt are
+        encoded once per step, for policy and reference (``conditioning.memoised``)."""
+        def compute() -> conditioning.Frozen:
+            if batch.inputs["cached"]:
+                return conditioning.from_cache(batch.inputs, draw, batch.inputs["empty"])
+            return conditioning.compute(self._parts(), batch.inputs, draw, self.options.resolution,
+                                        self._empty_prompt())
+
+        frozen = conditioning.memoised(batch, draw, compute)
+        return frozen if device is None else frozen.to(device)
 
     def surrogate(self, model: nn.Module, batch: Batch, draw: Draw, needs: frozenset[str]) -> Surrogate:
         """``-0.5 * mean((prediction - target)^2)`` per image (``surrogate.py``)."""
-        unknown = sorted(n for n in needs if n not in self.supported_needs and not n.startswith("fields:"))
-        if unknown:
-            raise ConfigError(f"the image_diffusion modality cannot provide {', '.join(unknown)}; "
-                              f"it provides {', '.join(sorted(self.supported_needs))} and batch fields")
+        if "label" in needs and "label" not in batch.fields:
+            raise ConfigError("the objective needs labelled unpaired rows (need 'label'), but the data holds "
+                              "pairs: set model.options.pairing: unpaired, or use the image_labels schema")
         parts = self._parts()
-        device = next(model.parameters()).device
-        frozen = _to(self._frozen(batch, draw), device)
+        device = _device(model)
+        frozen = self._frozen(batch, draw, device)
         sur, _ = diffusion_surrogate(model, parts.scheduler, frozen, draw, parts.vae.config.scaling_factor,
-                                     mismatched="terms:kl_mismatched" in needs)
+                                     with_mismatched="terms:kl_mismatched" in needs)
         if "label" in batch.fields:
             sur.label = batch.fields["label"].to(device)
         return sur
 
     # -- outputs -----------------------------------------------------------------------
+    example = staticmethod(example)  # a tiny model and rows: ``mmalign check-plugin image_diffusion``
+
     def export(self, model: nn.Module, out_dir: str, card: str) -> list[str]:
         return export_unet(model, out_dir, card)
 
-    def sample(self, model: nn.Module, prompts: Sequence[str], n: int, seed: int) -> list:
-        """``n`` images per prompt (prompt-major) through the diffusers pipeline, from ``seed``."""
+    def load_export(self, out_dir: str, spec: ModelSpec) -> nn.Module:
+        """The UNet a full fine-tune exported (``out_dir/unet``), with the frozen parts of the
+        base model ``spec``: the export holds the UNet alone, as diffusers' training scripts write it."""
+        self.load_policy(spec)
+        return builders.load_unet(out_dir, spec.dtype)
+
+    def sample(self, model: nn.Module, prompts: Sequence[str], n: int, seeds: int | Sequence[int],
+               init: Sequence[Image.Image] | None = None, strength: float | None = None) -> list[list[Image.Image]]:
+        """``n`` images per prompt, one list per prompt, through the diffusers pipeline (DDIM,
+        ``sample_steps``, ``guidance_scale``); prompt ``i``'s images from ``seeds[i]`` alone.
+        With ``init`` (one start image per prompt) and ``strength`` in (0, 1]: img2img, which
+        noises the start image to ``strength`` of the schedule and denoises from there."""
         opts = self.options
-        return sample_images(self._parts(), model, list(prompts), n, seed, opts.resolution, opts.sample_steps,
-                             opts.guidance_scale)
+        check_strength(init, strength, opts.sample_steps)
+        how = Sampling(opts.resolution, opts.sample_steps, opts.guidance_scale)
+        return sample_images(self._parts(), model, list(prompts), n, normalize_seeds(seeds, len(prompts)), how,
+                             init, strength)
 
     def write_samples(self, model: nn.Module, prompts: list[str], seed: int, out_path: str) -> str:
         """One PNG grid: a row per prompt, ``samples_per_prompt`` columns, the same seed at
         every call, so grids written before, during and after training compare directly."""
         columns = self.options.samples_per_prompt
-        return save_grid(self.sample(model, prompts, columns, seed), out_path, columns)
+        rows = self.sample(model, prompts, columns, seed)
+        return save_grid([image for row in rows for image in row], out_path, columns)
 
 
-def _to(frozen: conditioning.Frozen, device: torch.device) -> conditioning.Frozen:
-    move = lambda t: t.to(device) if t is not None else None  # noqa: E731
-    return conditioning.Frozen(move(frozen.mean), move(frozen.logvar), move(frozen.prompt_embeds),
-                               move(frozen.pooled), move(frozen.time_ids))
+def _fields(records: Sequence[dict[str, Any]], sides: set[int]) -> dict[str, torch.Tensor]:
+    """``tie``, ``label`` of unpaired rows, and the numeric fields every record has, ``[B]``."""
+    shared = set.intersection(*(set(r.get("fields", {})) for r in records))
+    fields = {name: torch.tensor([float(r["fields"][name]) for r in records]) for name in sorted(shared)}
+    fields["tie"] = torch.tensor([float(r.get("tie", False)) for r in records])
+    if sides == {1}:
+        fields["label"] = torch.tensor([float(r["label"]) for r in records])
+    return fields
 
 
-def _dtype(spec: ModelSpec) -> torch.dtype:
-    if spec.dtype not in DTYPES:
-        raise ConfigError(f"model.dtype must be one of {', '.join(DTYPES)}, got {spec.dtype!r}")
-    return DTYPES[spec.dtype]
+def _cast(module: nn.Module, dtype: torch.dtype) -> nn.Module:
+    # the builders make float32 weights; diffusers warns on any .to(dtype), even a no-op
+    return module if dtype == torch.float32 else module.to(dtype)
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device

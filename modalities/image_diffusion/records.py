@@ -3,25 +3,27 @@
 A record is a plain dict::
 
     {"sample_id": "pairs.parquet#12", "prompt": str, "images": [bytes, ...],  # winner first
-     "label": float | None, "tie": bool, "file": "data/pairs.parquet", "row": 12}
+     "label": float | None, "tie": bool, "file": "data/pairs.parquet", "row": 12,
+     "fields": {name: float}}  # the row's other numeric columns (per-row weights, margins)
 
 Images are kept encoded (bytes) and decoded again when collated, so a record stays small
 and hashable for the cache.
 """
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from mmalign.data.checks import RowChecks
+from mmalign.data.io import RowRef
 from mmalign.errors import DataError
 from mmalign.registry import datasets as dataset_registry
 
-from mmalign.modalities.image_diffusion.images import RowRef, decode_rgb, image_bytes
+from mmalign.modalities.image_diffusion.images import decode_rgb, image_bytes
 from mmalign.modalities.image_diffusion.options import DiffusionOptions
-from mmalign.modalities.image_diffusion.schemas import Candidate
+
+NAMESPACE = "image_diffusion"
 
 
 def table_file(path: str) -> str:
@@ -51,7 +53,7 @@ def load_records(path: str, schema: str, options: DiffusionOptions, *,
     (ties) and repaired. Exact duplicate rows are dropped and each row is checked under
     ``checks.row()``, so with ``data.on_bad_row: skip`` a bad row is dropped and counted and
     the good ones kept."""
-    parse = dataset_registry.get(schema)
+    parse = dataset_registry.get(qualified(schema))
     path = table_file(path)
     checks = checks or RowChecks()
     counts: Counter = Counter()
@@ -69,7 +71,14 @@ def load_records(path: str, schema: str, options: DiffusionOptions, *,
     return records, counts
 
 
-def _row_records(candidates: list[Candidate], where: RowRef, name: str, options: DiffusionOptions,
+def qualified(schema: str) -> str:
+    """A bare schema name means this modality's schema when it has one (``pickapic`` ->
+    ``image_diffusion:pickapic``); otherwise the registry resolves it."""
+    mine = f"{NAMESPACE}:{schema}"
+    return mine if ":" not in schema and mine in dataset_registry else schema
+
+
+def _row_records(candidates: list[dict], where: RowRef, name: str, options: DiffusionOptions,
                  count_truncated: Callable[[str], bool] | None) -> tuple[list[dict], Counter]:
     """The records of one row and what was dropped or repaired in it, or a DataError."""
     found: Counter = Counter()
@@ -87,24 +96,24 @@ def _row_records(candidates: list[Candidate], where: RowRef, name: str, options:
     return records, found
 
 
-def _check_caption(candidate: Candidate, where: RowRef, allow_empty: bool) -> None:
+def _check_caption(candidate: dict, where: RowRef, allow_empty: bool) -> None:
     """An empty caption is more often a broken row than a wish for unconditional training."""
-    if not allow_empty and not candidate.prompt.strip():
-        raise where.error(candidate.prompt_field, "is empty",
+    if not allow_empty and not candidate["prompt"].strip():
+        raise where.error(candidate["prompt_field"], "is empty",
                           "Give the row a caption, or set model.options.allow_empty_captions: true "
                           "to train such rows unconditionally")
 
 
-def _record(candidate: Candidate, where: RowRef, sample_id: str, counts: Counter) -> dict:
+def _record(candidate: dict, where: RowRef, sample_id: str, counts: Counter) -> dict:
     images = []
-    for value, field in zip(candidate.images, candidate.image_fields):
+    for value, field in zip(candidate["images"], candidate["image_fields"]):
         data = image_bytes(value, where, field)
         _, repaired_from = decode_rgb(data, where, field)
         if repaired_from is not None:
             counts[f"repaired: {repaired_from} to RGB"] += 1
         images.append(data)
-    return {"sample_id": sample_id, "prompt": candidate.prompt, "images": images, "label": candidate.label,
-            "tie": candidate.tie, "file": where.file, "row": where.row}
+    return {"sample_id": sample_id, "prompt": candidate["prompt"], "images": images, "label": candidate["label"],
+            "tie": candidate["tie"], "file": where.file, "row": where.row, "fields": dict(candidate["fields"])}
 
 
 def _split(record: dict) -> list[dict]:
@@ -112,12 +121,3 @@ def _split(record: dict) -> list[dict]:
     win, lose = record["images"]
     return [dict(record, sample_id=record["sample_id"] + ".w", images=[win], label=1.0),
             dict(record, sample_id=record["sample_id"] + ".l", images=[lose], label=0.0)]
-
-
-def content_hash(record: dict) -> str:
-    """A digest of what a record holds (prompt and image bytes), for cache keys."""
-    h = hashlib.blake2b(digest_size=16)
-    h.update(record["prompt"].encode())
-    for data in record["images"]:
-        h.update(hashlib.blake2b(data, digest_size=16).digest())
-    return h.hexdigest()

@@ -1,15 +1,11 @@
-"""The Diffusion-DPO likelihood surrogate of a batch under one UNet.
+"""The Diffusion-DPO likelihood surrogate of a batch under one SD 1.5 / SDXL UNet.
 
-Wallace et al. 2023, Diffusion Model Alignment Using Direct Preference Optimization
-(arXiv:2311.12908), eq. 14: the loss is
-``-log sigmoid(-beta T w(t) [(||e_w - e_theta(x_t^w)||^2 - ||e_w - e_ref(x_t^w)||^2)
-- (||e_l - e_theta(x_t^l)||^2 - ||e_l - e_ref(x_t^l)||^2)])``.
-With the surrogate ``s = -0.5 * mean((prediction - target)^2)`` per sample, the core's DPO loss
-``-log sigmoid(beta [(s_w^pol - s_w^ref) - (s_l^pol - s_l^ref)])`` is exactly the reference
-implementation's ``-log sigmoid(-0.5 beta (model_diff - ref_diff))`` with per-sample mean
-squared errors, so ``beta`` keeps its meaning (5000 for SD 1.5 and SDXL).
-The target is the noise for epsilon models, the velocity ``sqrt(a_t) e - sqrt(1 - a_t) x_0``
-for v-prediction models and ``x_0`` for sample models, as the scheduler config says.
+Wallace et al. 2023 (arXiv:2311.12908): ``s = -0.5 * mean((prediction - target)^2)`` per
+image (:func:`mmalign.modalities.denoising.surrogate.per_sample`, which says why ``beta``
+keeps its meaning), the target as the scheduler's ``prediction_type`` says
+(:mod:`mmalign.modalities.denoising.targets`). What is the UNet's own lives here: its inputs
+(text embeddings, SDXL's pooled embedding and time ids) and the one forward over winners and
+losers.
 """
 from __future__ import annotations
 
@@ -17,9 +13,11 @@ import torch
 from diffusers import DDPMScheduler, UNet2DConditionModel
 from torch import Tensor
 
-from mmalign.errors import ConfigError
 from mmalign.surrogate import Draw, Surrogate
 
+from mmalign.modalities.denoising import targets
+from mmalign.modalities.denoising.draw import posterior_sample
+from mmalign.modalities.denoising.surrogate import assemble, mismatched, per_sample, side_major
 from mmalign.modalities.image_diffusion.conditioning import Frozen
 
 
@@ -27,7 +25,7 @@ def latents_of(frozen: Frozen, draw: Draw, scaling_factor: float) -> Tensor:
     """A sample of each image's VAE posterior, scaled for the UNet: ``[B, S, C, h, w]``.
     The pair shares ``latent_eps``, like every other draw."""
     eps = draw["latent_eps"].to(frozen.mean)[:, None]
-    return (frozen.mean + torch.exp(0.5 * frozen.logvar) * eps) * scaling_factor
+    return posterior_sample(frozen.mean, frozen.logvar, eps) * scaling_factor
 
 
 def noised(scheduler: DDPMScheduler, latents: Tensor, draw: Draw) -> tuple[Tensor, Tensor]:
@@ -35,21 +33,7 @@ def noised(scheduler: DDPMScheduler, latents: Tensor, draw: Draw) -> tuple[Tenso
     noise and timestep, or the draw's own ``noisy`` / ``noise`` (DDIM inversion)."""
     if "noisy" in draw:
         return draw["noise"].to(latents), draw["noisy"].to(latents)
-    noise = draw["noise"].to(latents)[:, None].expand_as(latents)
-    t = draw["timesteps"].to(latents.device)[:, None].expand(latents.shape[:2])
-    x_t = scheduler.add_noise(latents.flatten(0, 1), noise.flatten(0, 1), t.flatten())
-    return noise, x_t.unflatten(0, latents.shape[:2])
-
-
-def target_of(scheduler: DDPMScheduler, latents: Tensor, noise: Tensor, t: Tensor) -> Tensor:
-    kind = scheduler.config.prediction_type
-    if kind == "epsilon":
-        return noise
-    if kind == "v_prediction":
-        return scheduler.get_velocity(latents, noise, t)
-    if kind == "sample":
-        return latents
-    raise ConfigError(f"scheduler prediction_type {kind!r} is not one of epsilon, v_prediction, sample")
+    return targets.noisy_pairs(scheduler, latents, draw["noise"], draw["timesteps"])
 
 
 def unet_prediction(model: UNet2DConditionModel, x_t: Tensor, t: Tensor, embeds: Tensor,
@@ -61,38 +45,34 @@ def unet_prediction(model: UNet2DConditionModel, x_t: Tensor, t: Tensor, embeds:
     return model(x_t.to(dtype), t, encoder_hidden_states=embeds.to(dtype), added_cond_kwargs=added).sample
 
 
-def side_major(x: Tensor) -> Tensor:
-    """``[B, S, ...] -> [S * B, ...]``: all winners, then all losers (the paper's concat)."""
-    return x.transpose(0, 1).flatten(0, 1)
+def conditions(frozen: Frozen, sides: int, with_mismatched: bool) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """``(embeds, pooled, time_ids)`` for the side-major forward: each row's conditioning once
+    per side, then, with ``with_mismatched``, every row under the previous row's caption (its
+    own time ids: they describe the image)."""
+    embeds, pooled, ids = frozen.prompt_embeds, frozen.pooled, frozen.time_ids
+    repeat = lambda t: t.repeat(sides, *([1] * (t.ndim - 1))) if t is not None else None  # noqa: E731
+    out = [repeat(embeds), repeat(pooled), repeat(ids)]
+    if with_mismatched:
+        extra = (mismatched(embeds), mismatched(pooled), ids)
+        out = [torch.cat([a, b]) if a is not None else None for a, b in zip(out, extra)]
+    return out[0], out[1], out[2]
 
 
 def diffusion_surrogate(model: UNet2DConditionModel, scheduler: DDPMScheduler, frozen: Frozen, draw: Draw,
-                        scaling_factor: float, mismatched: bool = False) -> tuple[Surrogate, Tensor]:
-    """``s = -0.5 * mean over latent dims of (prediction - target)^2`` for every image, from one
-    UNet forward over winners and losers (and, with ``mismatched``, the winners again under the
-    caption of the previous row: Diffusion-KTO's mismatched pairs for its KL estimate).
+                        scaling_factor: float, with_mismatched: bool = False) -> tuple[Surrogate, Tensor]:
+    """The surrogate of every image from one UNet forward over winners and losers (and, with
+    ``with_mismatched``, the winners again under the caption of the previous row: Diffusion-KTO's
+    mismatched pairs for its KL estimate).
 
     Returns the surrogate and the per-image values ``[S * B (+ B)]`` in forward order.
     """
     latents = latents_of(frozen, draw, scaling_factor)
     b, s = latents.shape[:2]
     noise, x_t = noised(scheduler, latents, draw)
-    t = draw["timesteps"].to(latents.device)
-    repeat = s + int(mismatched)
-    t_all = t.repeat(repeat)
+    t_all = draw["timesteps"].to(latents.device).repeat(s + int(with_mismatched))
     x_in, x0_in, eps_in = side_major(x_t), side_major(latents), side_major(noise)
-    embeds = frozen.prompt_embeds.repeat(s, 1, 1)
-    pooled = frozen.pooled.repeat(s, 1) if frozen.pooled is not None else None
-    ids = frozen.time_ids.repeat(s, 1) if frozen.time_ids is not None else None
-    if mismatched:
+    if with_mismatched:  # the winners' inputs again, for their mismatched captions
         x_in, x0_in, eps_in = (torch.cat([v, v[:b]]) for v in (x_in, x0_in, eps_in))
-        embeds = torch.cat([embeds, frozen.prompt_embeds.roll(1, 0)])
-        pooled = torch.cat([pooled, frozen.pooled.roll(1, 0)]) if pooled is not None else None
-        ids = torch.cat([ids, frozen.time_ids]) if ids is not None else None
-    prediction = unet_prediction(model, x_in, t_all, embeds, pooled, ids)
-    target = target_of(scheduler, x0_in, eps_in, t_all)
-    values = -0.5 * (prediction.float() - target.float()).pow(2).mean(dim=(1, 2, 3))
-    sur = Surrogate(chosen=values[:b], rejected=values[b:2 * b] if s == 2 else None)
-    if mismatched:
-        sur.terms["kl_mismatched"] = values[s * b:]
-    return sur, values
+    prediction = unet_prediction(model, x_in, t_all, *conditions(frozen, s, with_mismatched))
+    values = per_sample(prediction, targets.target(scheduler, x0_in, eps_in, t_all))
+    return assemble(values, b, s, with_mismatched), values

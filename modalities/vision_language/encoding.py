@@ -1,9 +1,10 @@
 """Turning one preference pair into token ids: chat-template prompt with its image
 placeholders expanded by the processor, and chosen / rejected responses.
 
-Truncation shortens the responses only: the prompt, and above all its image tokens, is never
-cut (a model fed half an image's tokens fails or silently misreads), so a prompt that leaves
-no room for a response is a :class:`~mmalign.errors.DataError`.
+Truncation shortens the responses only (:mod:`mmalign.modalities.tokens.truncation`): the
+prompt, and above all its image tokens, is never cut (a model fed half an image's tokens fails
+or silently misreads), so a prompt that leaves no room for a response is a
+:class:`~mmalign.errors.DataError`.
 """
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from mmalign.data.io import RowRef
+from mmalign.errors import DataError
+from mmalign.modalities.tokens.responses import response_span
+from mmalign.modalities.tokens.truncation import PromptTooLong, fit
 
 IMAGE_PLACEHOLDER = "<image>"
 
@@ -83,37 +87,41 @@ def _content_items(content: Any, where: RowRef, field: str) -> list[dict]:
 
 
 def encode_pair(processor, messages: list[dict], images: list, chosen: str, rejected: str,
-                max_length: int | None, where: RowRef, repairs: Counter | None = None) -> EncodedPair:
+                max_length: int | None, where: RowRef, repairs: Counter | None = None,
+                truncation: str = "keep_start") -> EncodedPair:
     """Token ids of the prompt (image placeholders expanded, BOS included) and of each
-    response (followed by EOS), with responses truncated to fit ``max_length``."""
+    response (closed by EOS: :mod:`mmalign.modalities.tokens.responses`), with responses
+    shortened by ``truncation`` to fit ``max_length``; the prompt is never cut."""
     text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    encoded = processor(text=[text], images=images or None, return_tensors="pt")
-    prompt_ids = encoded["input_ids"][0].tolist()
-    tokenizer = processor.tokenizer
-    chosen_ids, chosen_offsets = _response_ids(tokenizer, chosen)
-    rejected_ids, rejected_offsets = _response_ids(tokenizer, rejected)
-    if max_length is not None:
-        room = max_length - len(prompt_ids)
-        if room < 1:
-            image_id = getattr(processor, "image_token_id", None)
-            n_image_tokens = sum(t == image_id for t in prompt_ids)
-            raise where.error(
-                "images" if n_image_tokens else "prompt",
-                f"the prompt is {len(prompt_ids)} tokens ({n_image_tokens} of them image tokens), which "
-                f"leaves no room for a response within max_length={max_length}; truncating would cut "
-                "into the prompt's image tokens",
-                "Raise the modality option max_length, or use fewer / smaller images for this row")
-        for ids, offsets in ((chosen_ids, chosen_offsets), (rejected_ids, rejected_offsets)):
-            if len(ids) > room:
-                del ids[room:], offsets[room:]
-                if repairs is not None:
-                    repairs["responses truncated to max_length"] += 1
+    prompt_ids = processor(text=[text], images=images or None, return_tensors="pt")["input_ids"][0].tolist()
+    sides = [_response_ids(processor.tokenizer, response) for response in (chosen, rejected)]
+    try:
+        prompt_ids, keep = fit(prompt_ids, [len(ids) for ids, _ in sides], max_length, truncation)
+    except PromptTooLong as exc:
+        raise _prompt_too_long(processor, prompt_ids, exc.max_length, where) from None
+    (chosen_ids, chosen_offsets), (rejected_ids, rejected_offsets) = [(i[k], o[k]) for (i, o), k in zip(sides, keep)]
+    cut = sum(len(ids) > k.stop - k.start for (ids, _), k in zip(sides, keep))
+    if repairs is not None and cut:
+        repairs["responses truncated to max_length"] += cut
     return EncodedPair(prompt_ids, chosen_ids, rejected_ids, chosen_offsets, rejected_offsets)
 
 
+def _prompt_too_long(processor, prompt_ids: list[int], max_length: int, where: RowRef) -> DataError:
+    image_id = getattr(processor, "image_token_id", None)
+    n_image_tokens = sum(t == image_id for t in prompt_ids)
+    return where.error(
+        "images" if n_image_tokens else "prompt",
+        f"the prompt is {len(prompt_ids)} tokens ({n_image_tokens} of them image tokens), which "
+        f"leaves no room for a response within max_length={max_length}; truncating would cut "
+        "into the prompt's image tokens",
+        "Raise the modality option max_length, or use fewer / smaller images for this row")
+
+
 def _response_ids(tokenizer, text: str) -> tuple[list[int], list[tuple[int, int]]]:
-    """Response tokens and their character spans, then EOS (whose span is empty, at the end)."""
+    """Response tokens and their character spans; the closing EOS has an empty span at the end."""
     out = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids = list(out["input_ids"]) + [tokenizer.eos_token_id]
-    offsets = [tuple(span) for span in out["offset_mapping"]] + [(len(text), len(text))]
+    span, close = response_span(out["input_ids"], tokenizer.bos_token_id, tokenizer.eos_token_id)
+    ids, offsets = list(out["input_ids"])[span], [tuple(o) for o in out["offset_mapping"]][span]
+    if close:
+        ids, offsets = ids + [tokenizer.eos_token_id], offsets + [(len(text), len(text))]
     return ids, offsets

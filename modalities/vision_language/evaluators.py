@@ -33,7 +33,7 @@ def read_annotated_images(path: str) -> list[dict[str, Any]]:
 def _captions(modality, model, rows: list[dict], prompt: str, seed: int) -> list[str]:
     prompts = [{"prompt": row.get("prompt") or prompt, "images": [row["image"]], "source": row["source"]}
                for row in rows]
-    return [answers[0] for answers in modality.sample(model, prompts, 1, seed)]
+    return [answers[0] for answers in modality.sample(model, prompts, 1, seeds=seed)]
 
 
 @register_evaluator("chair")
@@ -63,5 +63,5 @@ def pope_evaluator(modality, model, data: str, *, seed: int = 0, setting: str = 
     questions = pope_questions([r["objects"] for r in rows], load_vocabulary(vocabulary), setting, per_image, seed)
     prompts = [{"prompt": POPE_PROMPT.format(object=q["object"]), "images": [rows[q["index"]]["image"]],
                 "source": data} for q in questions]
-    answers = [a[0] for a in modality.sample(model, prompts, 1, seed)]
+    answers = [a[0] for a in modality.sample(model, prompts, 1, seeds=seed)]
     return pope_scores(answers, [q["label"] for q in questions])

@@ -2,8 +2,9 @@
 
 A record holds ``sample_id`` (``<file name>#<row>`` or ``#<row>.<k>`` when a row gives several
 pairs), where it came from (``file``, ``row``), the prompt as chat ``messages``, its
-``images`` (as given: paths, bytes or PIL), ``chosen`` / ``rejected`` text and the optional
-extras of :mod:`~mmalign.modalities.vision_language.schemas`. Every image is decoded once
+``images`` (as given: paths, bytes or PIL), ``chosen`` / ``rejected`` text, ``fields`` (the
+row's numeric columns, ``margin``) and the optional extras of
+:mod:`~mmalign.modalities.vision_language.schemas`. Every image is decoded once
 here so a broken one fails now, naming file, row and field, not hours into a run.
 """
 from __future__ import annotations
@@ -13,61 +14,42 @@ from collections import Counter
 from typing import Any, Callable
 
 from mmalign.data.checks import RowChecks
-from mmalign.data.io import RowRef, read_rows
+from mmalign.data.io import RowRef
 from mmalign.errors import ConfigError, DataError
+from mmalign.modalities.tokens.records import read_records
 from mmalign.modalities.vision_language import schemas as _schemas  # noqa: F401  (registers the schemas)
 from mmalign.modalities.vision_language.encoding import encode_pair, to_messages
 from mmalign.modalities.vision_language.images import open_image
-from mmalign.registry import datasets
 
 #: extra single images a pair may carry, each standing in for the row's one image
 EXTRA_IMAGES = ("rejected_image", "retrieved_image")
 
 
-def detect_schema(row: dict[str, Any], path: str) -> str:
+def detect_schema(row: dict[str, Any], where: RowRef) -> str:
     """The schema a row's columns match, for recipes that leave ``data.schema`` empty."""
     columns = set(row)
     for name, required in (("rlhf_v", {"text", "image"}), ("vlfeedback", {"completions", "prompt"}),
                            ("rlaif_v", {"question", "image", "chosen", "rejected"}),
                            ("vl_conversational", {"prompt", "chosen", "rejected"})):
         if required <= columns:
-            return name
-    raise DataError(f"cannot tell the data schema from the columns {sorted(columns)}", file=path, row=0,
+            return f"vision_language:{name}"
+    raise DataError(f"cannot tell the data schema from the columns {sorted(columns)}", file=where.file, row=0,
                     hint="Set data.schema to one of rlaif_v, vl_conversational, rlhf_v, vlfeedback")
 
 
 def load_records(path: str, schema: str | None, *, encode: Callable[[dict], None] | None = None,
                  repairs: Counter | None = None, checks: RowChecks | None = None) -> list[dict[str, Any]]:
-    """Validated records of ``path``; ``encode(record)``, when given, tokenizes each one.
-
-    Exact duplicate rows are dropped and each row is checked under ``checks.row()``, so with
-    ``data.on_bad_row: skip`` a bad row is dropped and counted and the good ones kept."""
-    checks = checks or RowChecks()
-    records: list[dict[str, Any]] = []
-    schema_fn = None
+    """Validated records of ``path`` (:func:`~mmalign.modalities.tokens.records.read_records`);
+    ``encode(record)``, when given, tokenizes each one."""
     name = os.path.basename(path)
-    for index, row in checks.unique(read_rows(path)):
-        if schema_fn is None:  # outside the row guard: a file no schema fits is not a bad row
-            schema_fn = datasets.get(schema or detect_schema(row, path))
-        with checks.row():
-            records.extend(_row_records(schema_fn, row, RowRef(path, index), name, encode, repairs))
-    if schema_fn is None:
-        raise DataError("has no rows", file=path, hint="Give a data file with at least one preference pair")
-    return records
 
-
-def _row_records(schema_fn, row: dict[str, Any], where: RowRef, name: str,
-                 encode: Callable[[dict], None] | None, repairs: Counter | None) -> list[dict[str, Any]]:
-    """All records of one row, or a DataError: a row is kept or dropped whole."""
-    pairs = schema_fn(row, where)
-    records = []
-    for k, pair in enumerate(pairs):
-        sample_id = f"{name}#{where.row}" if len(pairs) == 1 else f"{name}#{where.row}.{k}"
-        record = make_record(pair, where, sample_id, repairs)
+    def make(pair: dict[str, Any], where: RowRef, k: int, count: int) -> dict[str, Any]:
+        record = make_record(pair, where, f"{name}#{where.row}" if count == 1 else f"{name}#{where.row}.{k}", repairs)
         if encode is not None:
             encode(record)
-        records.append(record)
-    return records
+        return record
+
+    return read_records(path, schema, guess=detect_schema, make=make, checks=checks)
 
 
 def make_record(pair: dict[str, Any], where: RowRef, sample_id: str, repairs: Counter | None = None) -> dict[str, Any]:
@@ -89,13 +71,15 @@ def make_record(pair: dict[str, Any], where: RowRef, sample_id: str, repairs: Co
                                   "Use single-image rows for mDPO / Re-Align extra images")
             open_image(pair[key], where, key, repairs)
             record[key] = pair[key]
-    for key in ("margin", "chosen_spans", "rejected_spans"):
+    for key in ("chosen_spans", "rejected_spans"):
         if key in pair:
             record[key] = pair[key]
+    record["fields"] = dict(pair.get("fields") or {})
     return record
 
 
-def encoder(processor, max_length: int | None, repairs: Counter | None = None) -> Callable[[dict], None]:
+def encoder(processor, max_length: int | None, repairs: Counter | None = None,
+            truncation: str = "keep_start") -> Callable[[dict], None]:
     """A function that tokenizes a record in place (adds ``prompt_ids`` etc.)."""
     if processor is None:
         raise ConfigError("the vision_language modality has no processor yet; call load_policy first")
@@ -104,7 +88,7 @@ def encoder(processor, max_length: int | None, repairs: Counter | None = None) -
         where = RowRef(record["file"], record["row"])
         images = [open_image(img, where, "image") for img in record["images"]]
         pair = encode_pair(processor, record["messages"], images, record["chosen"], record["rejected"],
-                           max_length, where, repairs)
+                           max_length, where, repairs, truncation)
         record.update(prompt_ids=pair.prompt_ids, chosen_ids=pair.chosen_ids, rejected_ids=pair.rejected_ids,
                       chosen_offsets=pair.chosen_offsets, rejected_offsets=pair.rejected_offsets)
 

@@ -1,12 +1,14 @@
 """Vision-language preference data schemas, registered in ``mmalign.registry.datasets``.
 
-A schema is a function ``schema(row: dict, where: RowRef) -> list[dict]`` turning one data
-row into zero or more *pairs*. A pair is a plain dict::
+Registered as ``vision_language:<name>`` (a recipe may write the bare name). A schema is a
+function ``schema(row: dict, where: RowRef) -> list[dict]`` turning one data row into zero or
+more *pairs*. A pair is a plain dict::
 
     prompt:   text (``<image>`` marks where images go) or chat messages
     images:   list of images (paths, bytes, datasets Image dicts or PIL images)
     chosen, rejected: response text
-    optional: rejected_image, retrieved_image (mDPO / Re-Align), margin (float),
+    fields:   the row's extra numeric columns, {name: float} (``margin``, scores), maybe empty
+    optional: rejected_image, retrieved_image (mDPO / Re-Align),
               chosen_spans / rejected_spans: [(start, end, label)] sentence labels (Mask-DPO)
 
 Every schema also reads the optional columns ``rejected_image``, ``retrieved_image`` and
@@ -19,6 +21,7 @@ import json
 import math
 from typing import Any
 
+from mmalign.data.schemas import numeric_fields
 from mmalign.data.io import RowRef, require_fields
 from mmalign.registry import register_dataset
 
@@ -26,14 +29,14 @@ from mmalign.registry import register_dataset
 VLFEEDBACK_ASPECTS = ("Helpfulness", "Visual Faithfulness", "Ethical Considerations")
 
 
-@register_dataset("rlaif_v")
+@register_dataset("vision_language:rlaif_v")
 def rlaif_v(row: dict[str, Any], where: RowRef) -> list[dict[str, Any]]:
     """RLAIF-V (Yu et al. 2024, arXiv:2405.17220): ``image``, ``question``, ``chosen``, ``rejected``."""
     require_fields(row, ("image", "question"), where)
     return [_with_extras(row, where, prompt=row["question"], images=[row["image"]])]
 
 
-@register_dataset("vl_conversational")
+@register_dataset("vision_language:vl_conversational")
 def vl_conversational(row: dict[str, Any], where: RowRef) -> list[dict[str, Any]]:
     """Conversational rows: ``prompt`` (text or chat messages), ``images`` (list, may be
     empty), ``chosen`` / ``rejected`` (text, or a list holding one assistant message)."""
@@ -48,7 +51,7 @@ def vl_conversational(row: dict[str, Any], where: RowRef) -> list[dict[str, Any]
     return [pair]
 
 
-@register_dataset("rlhf_v")
+@register_dataset("vision_language:rlhf_v")
 def rlhf_v(row: dict[str, Any], where: RowRef) -> list[dict[str, Any]]:
     """RLHF-V (Yu et al. 2023, arXiv:2312.00849): ``image`` and a JSON ``text`` field holding
     ``question``, ``chosen`` (the human-corrected answer) and ``rejected``."""
@@ -72,7 +75,7 @@ def rlhf_v(row: dict[str, Any], where: RowRef) -> list[dict[str, Any]]:
     return [_with_extras(merged, where, prompt=text["question"], images=[row["image"]])]
 
 
-@register_dataset("vlfeedback")
+@register_dataset("vision_language:vlfeedback")
 def vlfeedback(row: dict[str, Any], where: RowRef) -> list[dict[str, Any]]:
     """VLFeedback / Silkie (Li et al. 2023, arXiv:2312.10665): one prompt, several rated
     ``completions`` (``response`` and ``annotations`` {aspect: {"Rating": r}}).
@@ -97,8 +100,8 @@ def vlfeedback(row: dict[str, Any], where: RowRef) -> list[dict[str, Any]]:
             if si == sj:
                 continue
             chosen, rejected = (ri, rj) if si > sj else (rj, ri)
-            pairs.append({"prompt": row["prompt"], "images": [image], "chosen": chosen,
-                          "rejected": rejected, "margin": abs(si - sj)})
+            pairs.append({"prompt": row["prompt"], "images": [image], "chosen": chosen, "rejected": rejected,
+                          "fields": {**numeric_fields(row), "margin": abs(si - sj)}})
     return pairs
 
 
@@ -141,9 +144,10 @@ def _with_extras(row: dict[str, Any], where: RowRef, *, prompt: Any, images: lis
             pair[side], pair[f"{side}_spans"] = _join_sentences(sentences, where, f"{side}_sentences")
         else:
             pair[side] = _response_text(row.get(side), where, side)
-    for key in ("rejected_image", "retrieved_image", "margin"):
+    for key in ("rejected_image", "retrieved_image"):
         if row.get(key) is not None:
             pair[key] = row[key]
+    pair["fields"] = numeric_fields(row)
     return pair
 
 

@@ -41,6 +41,16 @@ def make_modality(builder: str = "tiny_sd15", prediction_type: str = "epsilon", 
     return modality, policy
 
 
+def count_calls(modality) -> dict[str, int]:
+    """Count forward calls of the VAE encoder and every text encoder with forward hooks."""
+    parts = modality.parts
+    modules = {"vae_encoder": parts.vae.encoder, "text_encoder": parts.text_encoder}
+    if parts.text_encoder_2 is not None:
+        modules["text_encoder_2"] = parts.text_encoder_2
+    calls = dict.fromkeys(modules, 0)
+    for name, module in modules.items():
+        module.register_forward_hook(lambda *_, name=name: calls.__setitem__(name, calls[name] + 1))
+    return calls
 
 
 #: a recipe for tiny image-diffusion runs through the trainer: SD 1.5-class UNet at 32 px,

@@ -8,7 +8,7 @@ from mmalign.modalities.image_diffusion.encode import empty_prompt, encode_promp
 from mmalign.modalities.image_diffusion.images import crop_top_left
 from mmalign.modalities.image_diffusion.sampling import build_pipeline
 
-from diffusion_helpers import make_modality, png, write_parquet
+from diffusion_helpers import count_calls, make_modality, png, write_parquet
 
 
 def test_sdxl_prompt_embeddings_match_the_pipeline():
@@ -48,3 +48,34 @@ def test_dropped_captions_get_zeros_and_keep_time_ids(tmp_path):
         top, left = crop_top_left((38, 32), 32, (float(draw["crop"][i, 0]), float(draw["crop"][i, 1])))
         torch.testing.assert_close(frozen.time_ids[i], torch.tensor([40.0, 48.0, top, left, 32.0, 32.0]))
     assert len({tuple(t.tolist()) for t in frozen.time_ids}) > 1  # random crops differ between rows
+
+
+def test_frozen_inputs_live_in_batch_frozen_and_are_encoded_once_per_step(pickapic_file):
+    """The draw holds randomness only; the VAE and text encoders run on the first surrogate
+    call (policy) and ``batch.frozen`` serves the second (reference). The same batch drawn
+    again for another epoch gets inputs for its own flips and caption dropout."""
+    modality, policy = make_modality("tiny_sdxl", cache=False, caption_dropout=0.5, random_flip=True)
+    records = modality.load_records(pickapic_file, "pickapic")
+    batch = modality.collate(records)
+    calls = count_calls(modality)
+    draw = modality.draw(batch, 0, policy)
+    assert set(draw.values) == {"timesteps", "noise", "latent_eps", "drop", "flip", "crop"} and not batch.frozen
+    with torch.no_grad():
+        first = modality.surrogate(policy, batch, draw, frozenset())
+        after_first = dict(calls)
+        again = modality.surrogate(policy, batch, draw, frozenset())
+    # the batch's images in one VAE call; its prompts and the empty prompt (caption dropout)
+    assert after_first == {"vae_encoder": 1, "text_encoder": 2, "text_encoder_2": 2}
+    assert calls == after_first and set(batch.frozen) == {"image_diffusion"}
+    torch.testing.assert_close(again.chosen, first.chosen, rtol=0, atol=0)
+
+    batch.epoch = fresh_epoch = 1
+    redraw = modality.draw(batch, 0, policy)
+    assert not (torch.equal(redraw["flip"], draw["flip"]) and torch.equal(redraw["drop"], draw["drop"]))
+    fresh = modality.collate(records)
+    fresh.epoch = fresh_epoch
+    with torch.no_grad():
+        reused_batch = modality.surrogate(policy, batch, redraw, frozenset())
+        fresh_batch = modality.surrogate(policy, fresh, modality.draw(fresh, 0, policy), frozenset())
+    assert calls["vae_encoder"] == 3  # encoded again for the new draw, and for the fresh batch
+    torch.testing.assert_close(reused_batch.chosen, fresh_batch.chosen, rtol=0, atol=0)

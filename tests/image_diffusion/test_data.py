@@ -7,8 +7,11 @@ import pytest
 import torch
 
 from mmalign.data.checks import load_checked
+from mmalign.config import validate_options
 from mmalign.errors import ConfigError, DataError
+from mmalign.modality import check_needs
 from mmalign.modalities.image_diffusion import ImageDiffusionModality
+from mmalign.modalities.image_diffusion.options import DiffusionOptions
 
 from diffusion_helpers import make_modality, pickapic_rows, png, write_parquet
 
@@ -97,7 +100,7 @@ def test_overlong_captions_are_counted_and_truncated(tmp_path):
     assert modality.counts["repaired: caption truncated"] == 1
     policy_free = modality.collate(records)
     draw = modality.draw(policy_free, 0, None)
-    frozen = modality._frozen(policy_free, draw)
+    frozen = modality._frozen(policy_free, draw)  # text embeddings of the batch, in batch.frozen
     assert frozen.prompt_embeds.shape[1] == 16
 
 
@@ -130,18 +133,50 @@ def test_unpaired_labels_schema(tmp_path):
         load(tmp_path, rows, schema="image_labels")
 
 
-def test_bad_options_are_config_errors():
-    with pytest.raises(ConfigError, match="caption_dropout must be a probability"):
-        ImageDiffusionModality(caption_dropout=1.5)
-    with pytest.raises(ConfigError, match="draw must be one of forward, inversion"):
-        ImageDiffusionModality(draw="ddim")
-    with pytest.raises(TypeError):
-        ImageDiffusionModality(no_such_option=1)
+def test_bad_options_are_config_errors_named_by_field():
+    """The options are the pydantic ``Options`` model the core validates; its errors name
+    ``model.options.<field>``, the value and what was expected."""
+    assert ImageDiffusionModality.Options is DiffusionOptions
+    cases = {"caption_dropout": (1.5, r"Input should be less than or equal to 1 \(got 1.5\)"),
+             "draw": ("ddim", r"Input should be 'forward' or 'inversion'"),
+             "resolution": (36, r"Input should be a multiple of 8"),
+             "cache": (1, r"Input should be a valid boolean"),
+             "no_such_option": (1, r"Extra inputs are not permitted")}
+    for name, (value, message) in cases.items():
+        with pytest.raises(ConfigError, match=rf"model.options.{name}: {message}"):
+            ImageDiffusionModality(**{name: value})
+    # the core validates the same model before building the modality
+    assert validate_options(DiffusionOptions, {"resolution": 32}, "image_diffusion")["resolution"] == 32
 
 
-def test_unknown_need_is_refused(pickapic_file):
+def test_unknown_need_is_refused_by_the_core_check():
+    """One needs check, the core's, at build time; the surrogate does not check again."""
+    modality, _ = make_modality()
+    with pytest.raises(ConfigError, match="modality 'image_diffusion' cannot provide vocab_logps"):
+        check_needs(modality, frozenset({"vocab_logps", "fields:margin"}), "image_diffusion")
+    check_needs(modality, frozenset({"label", "terms:kl_mismatched", "fields:margin"}), "image_diffusion")
+    assert modality.draws_per_epoch(frozenset()) is True  # t and noise are drawn anew every epoch
+
+
+def test_labels_with_paired_rows_are_refused_at_surrogate_time(pickapic_file):
     modality, policy = make_modality()
     batch = modality.collate(modality.load_records(pickapic_file, "pickapic"))
-    with pytest.raises(ConfigError, match="cannot provide vocab_logps"):
-        modality.surrogate(policy, batch, modality.draw(batch, 0, policy), frozenset({"vocab_logps"}))
-    assert torch.is_tensor(batch.fields["tie"])
+    assert torch.is_tensor(batch.fields["tie"]) and "label" not in batch.fields
+    with pytest.raises(ConfigError, match="needs labelled unpaired rows .* set model.options.pairing: unpaired"):
+        modality.surrogate(policy, batch, modality.draw(batch, 0, policy), frozenset({"label"}))
+
+
+def test_schemas_are_namespaced_and_return_plain_dicts_with_fields(tmp_path):
+    """Registered as ``image_diffusion:<name>``; the bare name still finds them. A record keeps
+    the row's other numeric columns in ``fields`` (a weight column for data.weight_field)."""
+    from mmalign.data.io import RowRef
+    from mmalign.registry import datasets
+
+    for name in ("pickapic", "image_pairs", "image_labels"):
+        assert datasets.get(f"image_diffusion:{name}") is datasets.get(name)
+    row = dict(pickapic_rows(1)[0], weight=2.5, user_id=7, has_label=True, note="text")
+    [example] = datasets.get("image_diffusion:pickapic")(row, RowRef("f.parquet", 0))
+    assert type(example) is dict and example["fields"] == {"weight": 2.5, "user_id": 7.0}
+    modality, records, _ = load(tmp_path, [row, dict(row, weight=0.5)])
+    assert [r["fields"] for r in records] == [{"weight": 2.5, "user_id": 7.0}, {"weight": 0.5, "user_id": 7.0}]
+    assert modality.collate(records).fields["weight"].tolist() == [2.5, 0.5]

@@ -7,9 +7,11 @@ import pytest
 import torch
 from diffusers import UNet2DConditionModel
 from peft import LoraConfig, PeftModel
+from PIL import Image
 
 import mmalign.objectives as objectives
 from mmalign.models import diffusion as builders
+from mmalign.errors import ConfigError
 from mmalign.modalities.image_diffusion.sampling import build_pipeline, save_grid
 from mmalign.train.adapters import adapters_disabled, inject
 
@@ -83,13 +85,79 @@ def test_full_finetune_exports_a_unet_folder(pickapic_file, tmp_path):
 
 
 @pytest.mark.parametrize("builder", ["tiny_sd15", "tiny_sdxl"])
-def test_sample_returns_images_and_a_grid(builder, tmp_path):
+def test_sample_returns_a_list_per_prompt_and_a_grid(builder, tmp_path):
+    """``sample(model, prompts, n, seeds)``: one list of ``n`` images per prompt; prompt ``i``'s
+    images depend on its prompt and ``seeds[i]`` alone, not on the other prompts of the call;
+    an int seed ``s`` means ``s, s + 1, ...``."""
     modality, policy = make_modality(builder, sample_steps=2)
-    images = modality.sample(policy, ["a cube", "a ball"], n=2, seed=0)
-    again = modality.sample(policy, ["a cube", "a ball"], n=2, seed=0)
-    assert len(images) == 4 and images[0].size == (32, 32)
-    assert list(images[3].getdata()) == list(again[3].getdata())  # reproducible from the seed
+    rows = modality.sample(policy, ["a cube", "a ball"], n=2, seeds=0)
+    assert [len(row) for row in rows] == [2, 2] and rows[0][0].size == (32, 32)
+    alone = modality.sample(policy, ["a ball"], n=2, seeds=[1])
+    reordered = modality.sample(policy, ["a ball", "a cube", "a cone"], n=2, seeds=[1, 0, 9])
+    for j in range(2):
+        assert pixels(alone[0][j]) == pixels(rows[1][j]) == pixels(reordered[0][j])
+        assert pixels(reordered[1][j]) == pixels(rows[0][j])
+    assert pixels(rows[0][0]) != pixels(rows[0][1])  # a prompt's images start from different noise
+    with pytest.raises(ConfigError, match="got 1 seeds for 2 prompts"):
+        modality.sample(policy, ["a cube", "a ball"], n=1, seeds=[0])
     from PIL import Image
 
-    path = save_grid(images, str(tmp_path / "grid.png"), columns=2)
+    path = save_grid([image for row in rows for image in row], str(tmp_path / "grid.png"), columns=2)
     assert Image.open(path).size == (64, 64)
+
+
+def pixels(image) -> list:
+    return list(image.getdata())
+
+
+def distance(a, b) -> float:
+    """Mean absolute difference of two images' pixels, in [0, 255]."""
+    import numpy as np
+
+    return float(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)).mean())
+
+
+@pytest.mark.parametrize("builder", ["tiny_sd15", "tiny_sdxl"])
+def test_init_and_strength_run_the_img2img_pipeline(builder, monkeypatch):
+    """With ``init`` and ``strength`` the images come from the img2img twin of the pipeline
+    (same components), with the same per-prompt seeding; bad combinations are refused."""
+    from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionXLImg2ImgPipeline
+
+    from mmalign.modalities.image_diffusion import sampling
+
+    modality, policy = make_modality(builder, sample_steps=4)
+    built = []
+    real = sampling.build_pipeline
+    monkeypatch.setattr(sampling, "build_pipeline", lambda *a, **kw: built.append(real(*a, **kw)) or built[-1])
+    init = [Image.new("RGB", (40, 36), (200, 30, 30)), Image.new("RGB", (32, 32), (20, 30, 220))]
+    rows = modality.sample(policy, ["a cube", "a ball"], 2, [3, 4], init=init, strength=0.5)
+    alone = modality.sample(policy, ["a ball"], 2, [4], init=init[1:], strength=0.5)
+    assert [len(r) for r in rows] == [2, 2] and rows[0][0].size == (32, 32)
+    assert pixels(alone[0][1]) == pixels(rows[1][1])
+    twin = StableDiffusionXLImg2ImgPipeline if builder == "tiny_sdxl" else StableDiffusionImg2ImgPipeline
+    assert [type(p) for p in built] == [twin, twin] and built[0].unet is policy and built[0].vae is modality.parts.vae
+    for bad, message in (({"init": init}, "together"), ({"strength": 0.5}, "together"),
+                         ({"init": init, "strength": 0.1}, "leave at least one of the 4"),
+                         ({"init": init[:1], "strength": 0.5}, "got 1 init images for 2 prompts")):
+        with pytest.raises(ConfigError, match=message):
+            modality.sample(policy, ["a cube", "a ball"], 1, 0, **bad)
+
+
+def test_small_strength_stays_close_to_the_init_image():
+    """On the toy checkpoint (a trained VAE, so a latent decodes back to its image): with
+    strength 0.1 only the last tenth of the schedule runs, and the image stays close to the
+    start image; with strength 1 it is drawn from pure noise and is far from it."""
+    from mmalign.modality import ModelSpec
+    from mmalign.modalities.image_diffusion import ImageDiffusionModality
+    from mmalign.toy import checkpoints, shapes
+
+    modality = ImageDiffusionModality(resolution=shapes.SIZE, sample_steps=20, guidance_scale=4.0)
+    unet = modality.load_policy(ModelSpec(path=str(checkpoints.DIFFUSION)))
+    prompts = ["a red circle", "a blue square"]
+    init = [shapes.render(shapes.single_scene(i, shape=shape, colour=colour))
+            for i, (colour, shape) in enumerate([("red", "circle"), ("blue", "square")])]
+    near = modality.sample(unet, prompts, 1, 0, init=init, strength=0.1)
+    far = modality.sample(unet, prompts, 1, 0, init=init, strength=1.0)
+    for i in range(2):
+        d_near, d_far = distance(near[i][0], init[i]), distance(far[i][0], init[i])
+        assert d_near < 12 and d_near < d_far / 2, (d_near, d_far)

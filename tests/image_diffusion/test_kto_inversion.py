@@ -6,7 +6,7 @@ import torch
 
 from mmalign.modalities.image_diffusion.conditioning import Frozen
 from mmalign.modalities.image_diffusion.inversion import inverse_scheduler
-from mmalign.modalities.image_diffusion.surrogate import diffusion_surrogate
+from mmalign.modalities.image_diffusion.surrogate import diffusion_surrogate, latents_of
 
 from diffusion_helpers import make_modality, pickapic_rows, write_parquet
 
@@ -40,7 +40,8 @@ def test_inversion_draw_is_ddim_inversion_under_the_model(pickapic_file):
     grid = inverse_scheduler(scheduler, 4).timesteps.tolist()
     assert grid == [249, 499, 749, 999]  # trailing spacing: 1000 * k / 4 - 1
     row, side = 0, 1
-    x0 = draw["latents"][row, side:side + 1]
+    assert not {"latents", "_frozen"} & set(draw.values)  # randomness only: frozen inputs live in batch.frozen
+    x0 = latents_of(frozen, draw, modality.parts.vae.config.scaling_factor)[row, side:side + 1]
     t_row = int(draw["timesteps"][row])
     # by hand, DDIM (eta = 0) run backwards: x_next = sqrt(a_next) * x0_hat + sqrt(1 - a_next) * eps_hat,
     # x0_hat = (x - sqrt(1 - a_now) * eps_hat) / sqrt(a_now), eps_hat the model at the current level

@@ -38,6 +38,25 @@ def prompts_file(tmp_path) -> str:
     return str(path)
 
 
+def flat(per_prompt: list[list]) -> list:
+    return [image for images in per_prompt for image in images]
+
+
+def test_chunks_do_not_change_the_images(monkeypatch):
+    """Prompt i is sampled from seed + i whichever call it falls in: chunks of 2 prompts give
+    the images one call of all prompts gives."""
+    from mmalign.modalities.image_diffusion import evaluators as module
+
+    modality, policy = make_modality(sample_steps=2)
+    whole = module.sample_chunks(modality, policy, PROMPTS, 1, 7)
+    monkeypatch.setattr(module, "CHUNK", 2)
+    chunked = module.sample_chunks(modality, policy, PROMPTS, 1, 7)
+    assert [len(row) for row in chunked] == [1] * len(PROMPTS)
+    assert [list(r[0].getdata()) for r in chunked] == [list(r[0].getdata()) for r in whole]
+    # the repeated prompt (0 and 3) has seeds 7 and 10: its two samples differ
+    assert list(whole[0][0].getdata()) != list(whole[3][0].getdata())
+
+
 def by_hand(tuned: list[float], base: list[float]) -> float:
     """Wins count 1, ties 1/2, losses 0, over the pairs of images drawn from the same seed."""
     points = [1.0 if t > b else 0.5 if t == b else 0.0 for t, b in zip(tuned, base)]
@@ -53,11 +72,12 @@ def test_lora_policy_against_adapters_off(scorer, prompts_file):
                 p.normal_(0.0, 0.3, generator=torch.Generator().manual_seed(len(name)))
     fn = evaluators.get("diffusion_win_rate")
     result = fn(modality, policy, prompts_file, seed=3, scorer=scorer, n=2)
-    # the repeated prompt counts once: 4 prompts x 2 images, all in one chunk sampled from seed 3
-    prompts = [p for p in dict.fromkeys(PROMPTS) for _ in range(2)]
-    tuned = scorer.score(modality.sample(policy, list(dict.fromkeys(PROMPTS)), 2, 3), prompts).tolist()
+    # the repeated prompt counts once: 4 prompts x 2 images, prompt i sampled from seed 3 + i
+    distinct = list(dict.fromkeys(PROMPTS))
+    prompts = [p for p in distinct for _ in range(2)]
+    tuned = scorer.score(flat(modality.sample(policy, distinct, 2, [3, 4, 5, 6])), prompts).tolist()
     with adapters_disabled(policy) as base:
-        untuned = scorer.score(modality.sample(base, list(dict.fromkeys(PROMPTS)), 2, 3), prompts).tolist()
+        untuned = scorer.score(flat(modality.sample(base, distinct, 2, [3, 4, 5, 6])), prompts).tolist()
     assert tuned != untuned  # the adapters change the images, so the comparison means something
     assert result["images"] == 8.0
     assert result["win_rate"] == pytest.approx(by_hand(tuned, untuned), abs=1e-12)
@@ -84,8 +104,8 @@ def test_full_finetune_against_the_reloaded_base(scorer, tmp_path):
     data = write_parquet(tmp_path / "pairs.parquet", pickapic_rows(3))
     result = evaluators.get("diffusion_win_rate")(modality, policy, data, seed=1, scorer=scorer)
     captions = ["cube 0", "cube 1", "cube 2"]
-    tuned = scorer.score(modality.sample(policy, captions, 1, 1), captions).tolist()
-    untuned = scorer.score(modality.sample(builders.tiny_sd15(), captions, 1, 1), captions).tolist()
+    tuned = scorer.score(flat(modality.sample(policy, captions, 1, 1)), captions).tolist()
+    untuned = scorer.score(flat(modality.sample(builders.tiny_sd15(), captions, 1, 1)), captions).tolist()
     assert tuned != untuned
     assert result["win_rate"] == pytest.approx(by_hand(tuned, untuned), abs=1e-12)
     assert result["score_base"] == pytest.approx(sum(untuned) / 3, abs=1e-5)

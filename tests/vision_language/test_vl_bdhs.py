@@ -12,7 +12,7 @@ from mmalign.errors import ConfigError
 from mmalign.modalities.vision_language.augment import bdhs
 from mmalign.modalities.vision_language.augment.bdhs import masked_embeddings, sentences, word_cosine
 from mmalign.modalities.vision_language.augment.common import open_images, prompt_inputs
-from mmalign.modalities.vision_language.forward import embed
+from mmalign.modalities.vision_language.vision import embed
 
 CHOSEN = "the image is red . there is a dog on the grass . a man is sitting ."
 

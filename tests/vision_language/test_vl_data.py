@@ -53,7 +53,7 @@ def test_vlfeedback_ratings_become_pairs_without_ties(modality_with_policy, writ
     row = {"prompt": "Describe.", "image": "img0.png",
            "completions": [completion("A dog.", 5, 3), completion("A brown dog.", 4, 4), completion("A cat.", 2, 2)]}
     records = modality.load_records(write_rows("v.jsonl", [row]), "vlfeedback")
-    assert [(r["chosen"], r["rejected"], r["margin"]) for r in records] == [
+    assert [(r["chosen"], r["rejected"], r["fields"]["margin"]) for r in records] == [
         ("A dog.", "A cat.", 2.0), ("A brown dog.", "A cat.", 2.0)]
     assert [r["sample_id"] for r in records] == ["v.jsonl#0.0", "v.jsonl#0.1"]
     assert modality.collate(records).fields["margin"].tolist() == [2.0, 2.0]
@@ -126,4 +126,4 @@ def test_retrieved_term_without_retrieved_image_names_the_row(pair_records):
     modality, policy, records = pair_records
     batch = modality.collate(records[:1])
     with pytest.raises(DataError, match=r"row 0, field 'retrieved_image': has no retrieved_image"):
-        modality.surrogate(policy, batch, modality.draw(batch, 0), frozenset({"terms:chosen|image=retrieved"}))
+        modality.surrogate(policy, batch, modality.draw(batch, 0), frozenset({"terms:chosen|condition=retrieved"}))

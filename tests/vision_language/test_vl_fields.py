@@ -2,13 +2,16 @@
 (Mask-DPO), the corrupted / retrieved image terms (mDPO, Re-Align) and refused needs."""
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from torch.testing import assert_close
 
 from mmalign.errors import ConfigError
-from mmalign.modalities.vision_language.fields import changed_tokens
-from mmalign.surrogate import Batch
+from mmalign.modalities.tokens.fields import changed_tokens
+from mmalign.modality import check_needs
+from mmalign.objectives.conditional import CORRUPTED, RETRIEVED
 
 
 def test_changed_tokens_by_hand():
@@ -58,20 +61,20 @@ def test_draw_depends_on_row_and_epoch_not_on_batch_order(pair_records):
 def test_corrupted_image_term(pair_records):
     modality, policy, records = pair_records
     batch = modality.collate(records)
-    needs = frozenset({"terms:chosen|image=corrupted"})
+    needs = frozenset({"terms:chosen|condition=corrupted"})
     with torch.no_grad():
         first = modality.surrogate(policy, batch, modality.draw(batch, 0), needs)
         again = modality.surrogate(policy, batch, modality.draw(batch, 0), needs)
         other = modality.surrogate(policy, batch, modality.draw(batch, 1), needs)
-    term = first.terms["chosen|image=corrupted"]
+    term = first.terms["chosen|condition=corrupted"]
     assert term.shape == (3,)
-    assert_close(again.terms["chosen|image=corrupted"], term, atol=0, rtol=0)  # same draw, same image
+    assert_close(again.terms["chosen|condition=corrupted"], term, atol=0, rtol=0)  # same draw, same image
     assert not torch.allclose(term, first.chosen)  # the corrupted image changes the likelihood
-    assert not torch.allclose(other.terms["chosen|image=corrupted"], term)  # another draw, another crop
+    assert not torch.allclose(other.terms["chosen|condition=corrupted"], term)  # another draw, another crop
 
 
-@pytest.mark.parametrize("column, term", [("rejected_image", "chosen|image=corrupted"),
-                                          ("retrieved_image", "chosen|image=retrieved")])
+@pytest.mark.parametrize("column, term", [("rejected_image", "chosen|condition=corrupted"),
+                                          ("retrieved_image", "chosen|condition=retrieved")])
 def test_given_image_terms_score_the_chosen_answer_with_that_image(modality_with_policy, write_rows,
                                                                    rlaif_rows, column, term):
     modality, policy = modality_with_policy()
@@ -86,9 +89,16 @@ def test_given_image_terms_score_the_chosen_answer_with_that_image(modality_with
     assert_close(out.terms[term], expected, atol=1e-5, rtol=1.3e-6)
 
 
-@pytest.mark.parametrize("need", ["terms:chosen|text=shuffled", "label", "fields:unknown"])
-def test_unknown_needs_are_refused(pair_records, need):
-    modality, policy, records = pair_records
-    batch: Batch = modality.collate(records[:1])
-    with pytest.raises(ConfigError, match="cannot provide"):
-        modality.surrogate(policy, batch, modality.draw(batch, 0), frozenset({need}))
+@pytest.mark.parametrize("need", ["terms:chosen|text=shuffled", "label"])
+def test_unknown_needs_are_refused_by_the_core(pair_records, need):
+    modality, _, _ = pair_records
+    with pytest.raises(ConfigError, match=f"modality 'vision_language' cannot provide {re.escape(need)}"):
+        check_needs(modality, frozenset({need}), "vision_language")
+    check_needs(modality, frozenset({f"terms:{CORRUPTED}", f"terms:{RETRIEVED}", "fields:chosen_token_mask"}),
+                "vision_language")
+
+
+def test_draws_change_between_epochs_only_for_the_corrupted_term(pair_records):
+    modality, _, _ = pair_records
+    assert modality.draws_per_epoch(frozenset({f"terms:{CORRUPTED}", "token_logps"}))
+    assert not modality.draws_per_epoch(frozenset({f"terms:{RETRIEVED}", "token_logps", "hidden"}))

@@ -12,8 +12,9 @@ from torch.testing import assert_close
 import mmalign.objectives as objectives
 from mmalign.data.io import RowRef
 from mmalign.modalities.vision_language.images import open_image
+from mmalign.objectives.conditional import CORRUPTED
 
-ALL_NEEDS = frozenset({"token_logps", "vocab_logps", "hidden", "terms:chosen|image=corrupted"})
+ALL_NEEDS = frozenset({"token_logps", "vocab_logps", "hidden", f"terms:{CORRUPTED}"})
 # float32 on CPU: the paths differ only in summation order. Summed log-probs are ~-80, where
 # float32 spacing is ~8e-6, so values get rtol 1.3e-6 (torch's float32 default) on top of atol
 ATOL, RTOL = 1e-5, 1.3e-6
@@ -60,9 +61,11 @@ def _scores(modality, policy, batch, packed):
     modality.packed = packed
     policy.zero_grad()
     out = modality.surrogate(policy, batch, modality.draw(batch, 3, policy), ALL_NEEDS)
-    # a loss touching every output, so every gradient path is compared
-    loss = (out.chosen.sum() - 0.5 * out.rejected.sum() + 0.1 * out.terms["chosen|image=corrupted"].sum()
-            + out.extras["hidden_chosen"].pow(2).mean() + out.extras["vocab_logps_rejected"].exp().pow(2).mean())
+    # a loss touching every output, so every gradient path is compared; extras past a response
+    # are padding (each path points them elsewhere), so they are masked as objectives mask them
+    hidden = out.extras["hidden_chosen"] * out.chosen_mask.unsqueeze(-1)
+    loss = (out.chosen.sum() - 0.5 * out.rejected.sum() + 0.1 * out.terms[CORRUPTED].sum()
+            + hidden.pow(2).mean() + out.extras["vocab_logps_rejected"].exp().pow(2).mean())
     loss.backward()
     grads = {n: p.grad.clone() for n, p in policy.named_parameters() if p.grad is not None}
     return out.detach(), grads

@@ -30,19 +30,9 @@ import torch
 from torch import Tensor, nn
 
 from mmalign.errors import ConfigError
-from mmalign.modalities.vision_language.augment.common import (
-    decode,
-    derived_record,
-    device_of,
-    evaluating,
-    open_images,
-    prompt_inputs,
-    require_processor,
-    require_records,
-    text_ids,
-)
-from mmalign.modalities.vision_language.forward import base_model, embed
-from mmalign.modality import row_generator
+from mmalign.modalities.tokens.forward import unwrap
+from mmalign.modalities.vision_language.augment import common
+from mmalign.modalities.vision_language.vision import embed
 
 log = logging.getLogger("mmalign")
 
@@ -64,7 +54,7 @@ def masked_embeddings(model: nn.Module, input_ids: Tensor, pixel_values: Tensor,
                       generator: torch.Generator) -> tuple[Tensor, Tensor]:
     """Input embeddings with ``round(fraction * n)`` of the ``n`` image-token slots zeroed,
     and the bool ``[L]`` mask of the zeroed positions."""
-    inner = base_model(model)
+    inner = unwrap(model)
     embeds = embed(inner, input_ids, pixel_values)
     slots = (input_ids[0] == inner.config.image_token_id).nonzero().flatten().cpu()
     chosen = torch.randperm(len(slots), generator=generator)[: round(fraction * len(slots))]
@@ -75,7 +65,7 @@ def masked_embeddings(model: nn.Module, input_ids: Tensor, pixel_values: Tensor,
 
 def continue_greedily(model: nn.Module, embeds: Tensor, max_new_tokens: int, pad_id: int) -> list[int]:
     """Greedy continuation of a sequence given as embeddings (new tokens only)."""
-    inner = base_model(model)
+    inner = unwrap(model)
     mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
     out = inner.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens,
                          do_sample=False, pad_token_id=pad_id)
@@ -87,31 +77,26 @@ def bdhs(modality, model: nn.Module, records: Sequence[dict[str, Any]], *, mask_
     """One BDHS pair per record whose biased continuation passes the similarity filter (see
     the module docstring). Randomness (masked slots, cut point) comes from
     ``row_generator(seed, sample_id, 0, "bdhs")``; rows without images are skipped and counted."""
-    processor = require_processor(modality, "bdhs")
-    require_records(records, "bdhs")
+    processor = common.require_processor(modality, "bdhs")
+    common.require_records(records, "bdhs")
     if not 0 <= mask_fraction <= 1:
         raise ConfigError(f"bdhs mask_fraction must lie in [0, 1], got {mask_fraction}")
     if not 0 <= similarity_threshold <= 1:
         raise ConfigError(f"bdhs similarity_threshold must lie in [0, 1], got {similarity_threshold}")
-    device, out, skipped, similar = device_of(model), [], 0, 0
-    with evaluating(model):
-        for record in records:
-            images = open_images(record)
-            if not images:
-                skipped += 1
-                continue
-            generator = row_generator(seed, record["sample_id"], 0, "bdhs")
+    device, out, skipped, similar = common.device_of(model), [], Counter(), 0
+    with common.evaluating(model):
+        for record, images, generator in common.with_images(records, seed, "bdhs", skipped):
             result = _biased_answer(model, processor, record, images, device, generator,
                                     mask_fraction, max_new_tokens)
             if result["similarity"] >= similarity_threshold or not result["continuation"]:
                 similar += 1
                 continue
-            out.append(derived_record(record, "bdhs", messages=record["messages"], images=record["images"],
-                                      rejected=result["rejected"],
-                                      meta={"method": "bdhs", "mask_fraction": mask_fraction,
-                                            "cut": result["cut"], "similarity": result["similarity"]}))
+            out.append(common.derived_record(record, "bdhs", messages=record["messages"], images=record["images"],
+                                             rejected=result["rejected"],
+                                             meta={"method": "bdhs", "mask_fraction": mask_fraction,
+                                                   "cut": result["cut"], "similarity": result["similarity"]}))
     log.info("bdhs: %d pairs from %d records (%d without images, %d continuations too similar to "
-             "the chosen answer)", len(out), len(records), skipped, similar)
+             "the chosen answer)", len(out), len(records), skipped["bdhs"], similar)
     return out
 
 
@@ -121,11 +106,11 @@ def _biased_answer(model, processor, record, images, device, generator, fraction
     parts = sentences(record["chosen"])
     cut = int(torch.randint(0, len(parts), (), generator=generator))
     prefix, replaced = " ".join(parts[:cut]), " ".join(parts[cut:])
-    prompt_ids, pixels = prompt_inputs(processor, record["messages"], images, device)
-    ids = torch.cat([prompt_ids, torch.tensor([text_ids(processor, prefix)], dtype=torch.long,
+    prompt_ids, pixels = common.prompt_inputs(processor, record["messages"], images, device)
+    ids = torch.cat([prompt_ids, torch.tensor([common.text_ids(processor, prefix)], dtype=torch.long,
                                               device=device)], dim=1)
     embeds, _ = masked_embeddings(model, ids, pixels, fraction, generator)
-    continuation = decode(processor, continue_greedily(model, embeds, max_new_tokens,
+    continuation = common.decode(processor, continue_greedily(model, embeds, max_new_tokens,
                                                        processor.tokenizer.pad_token_id))
     rejected = f"{prefix} {continuation}".strip()
     return {"cut": cut, "continuation": continuation, "rejected": rejected,

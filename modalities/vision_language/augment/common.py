@@ -2,17 +2,20 @@
 turning a source record and a new rejected answer into a validated record."""
 from __future__ import annotations
 
-import contextlib
-from typing import Any, Iterator
+from collections import Counter
+from typing import Any, Iterable, Iterator
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from mmalign.data.io import RowRef
 from mmalign.errors import ConfigError
-from mmalign.modalities.vision_language.forward import base_model
+from mmalign.modalities.tokens.forward import device_of  # noqa: F401  (the augmentations' device)
+from mmalign.modalities.tokens.responses import response_tokens
+from mmalign.modalities.tokens.sampling import evaluating  # noqa: F401  (eval mode, no gradients)
 from mmalign.modalities.vision_language.images import open_image
 from mmalign.modalities.vision_language.records import make_record
+from mmalign.modality import row_generator
 
 
 def require_processor(modality, method: str):
@@ -44,6 +47,19 @@ def open_images(record: dict[str, Any]) -> list:
     return [open_image(image, where(record), "image") for image in record["images"]]
 
 
+def with_images(records: Iterable[dict[str, Any]], seed: int, method: str,
+                skipped: Counter) -> Iterator[tuple[dict[str, Any], list, torch.Generator]]:
+    """Each record that has images, with its opened images and its generator
+    ``row_generator(seed, sample_id, 0, method)`` (so a record gets the same draws wherever it
+    sits); records without images (nothing to distort) are counted in ``skipped[method]``."""
+    for record in records:
+        images = open_images(record)
+        if not images:
+            skipped[method] += 1
+            continue
+        yield record, images, row_generator(seed, record["sample_id"], 0, method)
+
+
 def prompt_inputs(processor, messages: list[dict], images: list, device) -> tuple[Tensor, Tensor | None]:
     """``input_ids [1, L]`` of the chat prompt (image placeholders expanded, generation prompt
     appended) and ``pixel_values`` of its images, as the model reads them."""
@@ -58,25 +74,15 @@ def text_ids(processor, text: str) -> list[int]:
     return list(processor.tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
+def response_ids(processor, text: str) -> list[int]:
+    """Token ids of a response as it is scored: closed by EOS (:mod:`mmalign.modalities.tokens.responses`)."""
+    tokenizer = processor.tokenizer
+    return response_tokens(text_ids(processor, text), tokenizer.bos_token_id, tokenizer.eos_token_id)
+
+
 def decode(processor, ids: list[int]) -> str:
     """Text of generated ids, special tokens (EOS, padding) dropped."""
     return processor.tokenizer.decode(ids, skip_special_tokens=True).strip()
-
-
-def device_of(model: nn.Module) -> torch.device:
-    return base_model(model).get_input_embeddings().weight.device
-
-
-@contextlib.contextmanager
-def evaluating(model: nn.Module) -> Iterator[nn.Module]:
-    """``model`` in eval mode (no dropout) without gradients; its mode is restored after."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield model
-    finally:
-        model.train(was_training)
 
 
 def derived_record(source: dict[str, Any], suffix: str, *, messages: list[dict], images: list,

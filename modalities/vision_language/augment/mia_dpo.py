@@ -32,21 +32,10 @@ import torch
 from torch import Tensor, nn
 
 from mmalign.errors import ConfigError
+from mmalign.modalities.tokens.forward import unwrap
+from mmalign.modalities.vision_language.augment import common
 from mmalign.modalities.vision_language.augment import layouts as _layouts
-from mmalign.modalities.vision_language.augment.common import (
-    derived_record,
-    device_of,
-    evaluating,
-    open_images,
-    prompt_inputs,
-    require_processor,
-    require_records,
-    same_text,
-    text_ids,
-    where,
-)
 from mmalign.modalities.vision_language.encoding import to_messages
-from mmalign.modalities.vision_language.forward import base_model
 from mmalign.modality import row_generator
 
 log = logging.getLogger("mmalign")
@@ -82,7 +71,7 @@ def target_tokens(input_ids: Tensor, image_token_id: int, layout: _layouts.Layou
 @contextlib.contextmanager
 def eager_attention(model: nn.Module) -> Iterator[nn.Module]:
     """The model with eager attention (SDPA returns no attention weights), switched back after."""
-    inner = base_model(model)
+    inner = unwrap(model)
     previous = inner.config._attn_implementation
     inner.set_attn_implementation("eager")
     try:
@@ -94,8 +83,8 @@ def eager_attention(model: nn.Module) -> Iterator[nn.Module]:
 def answer_share(model: nn.Module, processor, messages: list[dict], layout: _layouts.Layout,
                  answer: str, device) -> tuple[float, float]:
     """``(share, even_share)`` of ``answer`` under ``layout`` (see the module docstring)."""
-    prompt_ids, pixels = prompt_inputs(processor, messages, layout.images, device)
-    answer_ids = torch.tensor([text_ids(processor, answer) + [processor.tokenizer.eos_token_id]], device=device)
+    prompt_ids, pixels = common.prompt_inputs(processor, messages, layout.images, device)
+    answer_ids = torch.tensor([common.response_ids(processor, answer)], device=device)
     ids = torch.cat([prompt_ids, answer_ids], dim=1)
     with eager_attention(model) as inner, torch.no_grad():
         out = inner(input_ids=ids, pixel_values=pixels.to(inner.dtype), output_attentions=True, use_cache=False)
@@ -113,29 +102,29 @@ def mia_dpo(modality, model: nn.Module, records: Sequence[dict[str, Any]], *,
     ``threshold`` times the even share. ``n_images`` counts the target (sequence and grid; a
     pic-in-pic always has one distractor). Distractors, target place and inset place come from
     ``row_generator(seed, sample_id, 0, "mia_dpo/<layout>")``."""
-    processor = require_processor(modality, "mia_dpo")
-    require_records(records, "mia_dpo")
+    processor = common.require_processor(modality, "mia_dpo")
+    common.require_records(records, "mia_dpo")
     _check_options(layouts, n_images, threshold, inset)
     pool = [(r["sample_id"], r) for r in records if len(r["images"]) == 1]
     if len(pool) < 2:
         raise ConfigError("mia_dpo needs at least two single-image records (the others give the distractors)")
-    device, out, kept = device_of(model), [], 0
-    with evaluating(model):
+    device, out, kept = common.device_of(model), [], 0
+    with common.evaluating(model):
         for sample_id, record in pool:
-            target = open_images(record)[0]
+            target = common.open_images(record)[0]
             others = [r for sid, r in pool if sid != sample_id]
             for name in layouts:
                 generator = row_generator(seed, sample_id, 0, f"mia_dpo/{name}")
                 layout = _build(name, target, record, others, generator, n_images, canvas, inset)
-                messages = to_messages(layout.prompt, len(layout.images), where(record))
+                messages = to_messages(layout.prompt, len(layout.images), common.where(record))
                 answer = modality.sample(model, [{"prompt": messages, "images": layout.images,
-                                                  "source": record["file"]}], 1, seed)[0][0]
-                if not answer or same_text(answer, record["chosen"]):
+                                                  "source": record["file"]}], 1, seeds=[seed])[0][0]
+                if not answer or common.same_text(answer, record["chosen"]):
                     continue
                 share, even = answer_share(model, processor, messages, layout, answer, device)
                 kept += 1
                 if share < threshold * even:
-                    out.append(derived_record(record, f"mia_dpo/{name}", messages=messages, images=layout.images,
+                    out.append(common.derived_record(record, f"mia_dpo/{name}", messages=messages, images=layout.images,
                                               rejected=answer, meta={"method": "mia_dpo", "layout": name,
                                                                      "share": share, "even_share": even}))
     log.info("mia_dpo: %d pairs from %d scored answers of %d single-image records", len(out), kept, len(pool))
@@ -145,7 +134,7 @@ def mia_dpo(modality, model: nn.Module, records: Sequence[dict[str, Any]], *,
 def _build(name: str, target, record, others, generator, n_images: int, canvas: int, inset: float):
     wanted = 1 if name == "pic_in_pic" else min(n_images - 1, len(others))
     picks = torch.randperm(len(others), generator=generator)[:wanted].tolist()
-    distractors = [open_images(others[i])[0] for i in picks]
+    distractors = [common.open_images(others[i])[0] for i in picks]
     question = _question(record)
     if name == "sequence":
         return _layouts.sequence(target, distractors, question, generator)

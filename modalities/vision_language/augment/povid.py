@@ -17,26 +17,15 @@ predictions hallucinate, which is the dispreference POVID trains against.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from mmalign.errors import ConfigError
-from mmalign.modalities.vision_language.augment.common import (
-    decode,
-    derived_record,
-    device_of,
-    evaluating,
-    open_images,
-    prompt_inputs,
-    require_processor,
-    require_records,
-    same_text,
-    text_ids,
-)
-from mmalign.modalities.vision_language.forward import base_model
-from mmalign.modality import row_generator
+from mmalign.modalities.tokens.forward import unwrap
+from mmalign.modalities.vision_language.augment import common
 
 log = logging.getLogger("mmalign")
 
@@ -60,7 +49,7 @@ def teacher_forced(model: nn.Module, prompt_ids: Tensor, answer_ids: list[int], 
                    temperature: float = 0.0, generator: torch.Generator | None = None) -> list[int]:
     """The model's prediction at every position of ``answer_ids`` given the true prefix:
     one forward pass over ``[prompt | answer]``; position ``P - 1 + t`` predicts token ``t``."""
-    inner = base_model(model)
+    inner = unwrap(model)
     answer = torch.tensor([answer_ids], device=prompt_ids.device)
     logits = inner(input_ids=torch.cat([prompt_ids, answer], dim=1), pixel_values=pixel_values.to(inner.dtype),
                    use_cache=False).logits[0].float()
@@ -81,27 +70,21 @@ def povid(modality, model: nn.Module, records: Sequence[dict[str, Any]], *, nois
     record gets the same rejected answer wherever it sits in ``records``. Rows without images
     are skipped (there is nothing to distort) and counted in the log.
     """
-    processor = require_processor(modality, "povid")
-    require_records(records, "povid")
+    processor = common.require_processor(modality, "povid")
+    common.require_records(records, "povid")
     if temperature < 0:
         raise ConfigError(f"povid temperature must be >= 0 (0 is greedy), got {temperature}")
-    device, out, skipped = device_of(model), [], 0
-    with evaluating(model):
-        for record in records:
-            images = open_images(record)
-            if not images:
-                skipped += 1
-                continue
-            generator = row_generator(seed, record["sample_id"], 0, "povid")
-            prompt_ids, pixels = prompt_inputs(processor, record["messages"], images, device)
-            chosen_ids = text_ids(processor, record["chosen"]) + [processor.tokenizer.eos_token_id]
+    device, out, skipped = common.device_of(model), [], Counter()
+    with common.evaluating(model):
+        for record, images, generator in common.with_images(records, seed, "povid", skipped):
+            prompt_ids, pixels = common.prompt_inputs(processor, record["messages"], images, device)
+            chosen_ids = common.response_ids(processor, record["chosen"])
             predicted = teacher_forced(model, prompt_ids, chosen_ids, noised(pixels, noise_step, generator, num_steps),
                                        temperature, generator)
-            rejected = decode(processor, predicted)
-            if rejected and not same_text(rejected, record["chosen"]):
-                out.append(derived_record(record, "povid", messages=record["messages"], images=record["images"],
-                                          rejected=rejected,
-                                          meta={"method": "povid", "noise_step": noise_step}))
+            rejected = common.decode(processor, predicted)
+            if rejected and not common.same_text(rejected, record["chosen"]):
+                out.append(common.derived_record(record, "povid", messages=record["messages"], images=record["images"],
+                                                 rejected=rejected, meta={"method": "povid", "noise_step": noise_step}))
     if skipped:
-        log.info("povid: %d records without images skipped", skipped)
+        log.info("povid: %d records without images skipped", skipped["povid"])
     return out
