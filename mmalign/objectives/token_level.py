@@ -195,6 +195,11 @@ def tdpo(policy: Surrogate, reference: Surrogate, ctx: Context | None = None, *,
     ``sg`` stops the gradient; ``alpha`` (0.5 in the paper) is used by TDPO2 only.
     The reference is required and must run live: its ``[B, U, V]`` vocabulary log-probs cannot
     be stored, so a precomputed reference is refused.
+
+    Implicit rewards, as the authors' code reports them:
+    ``r(y) = beta * (log pi(y) / ref(y) + D(x, y))`` for each side, so the reward margin is
+    TDPO1's logit. (An earlier release reported DPO's ``beta * log-ratio`` here; the loss was
+    right, the logged rewards, margins and accuracies were not.)
     """
     name = "tdpo"
     if variant not in ("tdpo1", "tdpo2"):
@@ -213,7 +218,7 @@ def tdpo(policy: Surrogate, reference: Surrogate, ctx: Context | None = None, *,
     else:
         penalty = alpha * (rejected_kl - chosen_kl.detach())
     loss = -F.logsigmoid(beta * (chosen_lr - rejected_lr - penalty))
-    return pair_output(policy, loss, beta * chosen_lr, beta * rejected_lr,
+    return pair_output(policy, loss, beta * (chosen_lr + chosen_kl), beta * (rejected_lr + rejected_kl),
                        **{"kl/chosen": chosen_kl, "kl/rejected": rejected_kl})
 
 

@@ -200,7 +200,10 @@ def test_tdpo_with_a_three_token_vocabulary(variant):
     torch.testing.assert_close(out.loss, tensor(expected), **TOL)
     torch.testing.assert_close(out.metrics["kl/chosen"], torch.tensor((KL_AB + KL_DC + KL_AC) / 2),
                                **METRIC_TOL)
-    torch.testing.assert_close(out.chosen_reward, tensor([beta * r[0] for r in TDPO_ROWS]), **TOL)
+    # rewards as the authors' code reports them: beta * (log-ratio + sequential KL) per side
+    torch.testing.assert_close(out.chosen_reward, tensor([beta * (lw + kl_w) for lw, _, kl_w, _ in TDPO_ROWS]), **TOL)
+    torch.testing.assert_close(out.rejected_reward, tensor([beta * (ll + kl_l) for _, ll, _, kl_l in TDPO_ROWS]),
+                               **TOL)
 
 
 def test_tdpo2_stops_the_gradient_of_the_chosen_kl():
