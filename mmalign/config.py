@@ -36,6 +36,9 @@ class ModelSection(_Strict):
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     lora: LoraConfig | None = None
     options: dict[str, Any] = Field(default_factory=dict)
+    #: dropout off in the policy and every reference, as TRL does: with it on, the policy
+    #: (in train mode) and a frozen reference (in eval mode) disagree before any update
+    disable_dropout: bool = True
 
     @property
     def torch_dtype(self):
@@ -135,6 +138,8 @@ class TrainSection(_Strict):
     resume_from: str | None = None
     shuffle: bool = True
     cpu: bool = False
+    #: name a plugin's mistakes at the first step (mmalign.train.first_step)
+    first_step_checks: bool = True
 
     @field_validator("mixed_precision", mode="before")
     @classmethod

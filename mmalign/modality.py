@@ -94,7 +94,12 @@ class Modality(Protocol):
     #       n samples per prompt, prompt i's from seeds[i] alone (normalize_seeds); init and
     #       strength: partial denoising from a given sample (diffusion) -- for evaluators,
     #       sample grids and online data;
-    #   write_samples(model, prompts, seed, out_path) -> str: a sample grid (PNG, WAV, MP4).
+    #   write_samples(model, prompts, seed, out_path) -> str: a sample grid (PNG, WAV, MP4);
+    #   load_export(out_dir, spec) -> nn.Module
+    #       what export() wrote, loaded on the base model of spec, when load_policy(path=out_dir)
+    #       cannot read it alone (a UNet-only export needs the base's VAE and text encoders);
+    #   example(folder) -> {"spec", "data", "options", "schema"}
+    #       a tiny model and a few rows written to folder: mmalign check-plugin NAME.
 
 
 def normalize_seeds(seeds: int | Sequence[int], count: int) -> list[int]:
@@ -147,3 +152,65 @@ def check_needs(modality: Any, needs: frozenset[str], modality_name: str) -> Non
             f"needs; it provides: {', '.join(sorted(supported)) or '(nothing extra)'}. "
             "Choose an objective that needs less, or another modality"
         )
+
+
+#: the members every plugin has: attributes, and methods with the arguments the core passes
+REQUIRED_ATTRIBUTES = ("supported_needs", "policy_dependent_draw", "lora_target_modules")
+REQUIRED_METHODS = {
+    "load_policy": ("spec",),
+    "load_records": ("path", "schema"),
+    "collate": ("records",),
+    "draw": ("batch", "seed", "model"),
+    "surrogate": ("model", "batch", "draw", "needs"),
+    "export": ("model", "out_dir", "card"),
+}
+#: optional hooks, checked for their arguments when present
+OPTIONAL_METHODS = {
+    "draws_per_epoch": ("needs",),
+    "check_record": ("record",),
+    "pair_identical": ("record",),
+    "prepare": ("records", "cache_dir"),
+    "sample": ("model", "prompts", "n", "seeds"),
+    "write_samples": ("model", "prompts", "seed", "out_path"),
+    "load_export": ("out_dir", "spec"),
+    "example": ("folder",),
+}
+
+
+def protocol_faults(modality: Any) -> list[str]:
+    """What ``modality`` (an instance) lacks or has misshapen, one line each; empty when it
+    satisfies :class:`Modality`."""
+    import inspect
+
+    faults = [f"no attribute '{name}'" for name in REQUIRED_ATTRIBUTES if not hasattr(modality, name)]
+    for methods, required in ((REQUIRED_METHODS, True), (OPTIONAL_METHODS, False)):
+        for name, args in methods.items():
+            member = getattr(modality, name, None)
+            if member is None:
+                if required:
+                    faults.append(f"no method '{name}({', '.join(args)})'")
+                continue
+            if not callable(member):
+                faults.append(f"'{name}' is not a method")
+                continue
+            try:
+                inspect.signature(member).bind(*args)
+            except TypeError as exc:
+                faults.append(f"'{name}' cannot be called as {name}({', '.join(args)}): {exc}")
+            except ValueError:  # a builtin without a signature: nothing to check
+                pass
+    if hasattr(modality, "supported_needs") and not isinstance(modality.supported_needs, (set, frozenset)):
+        faults.append("'supported_needs' is not a set of need names")
+    return faults
+
+
+def check_protocol(modality: Any, name: str) -> None:
+    """Refuse a plugin that lacks a member of the contract, before any model loads."""
+    faults = protocol_faults(modality)
+    if faults:
+        from mmalign.errors import ConfigError
+
+        origin = type(modality).__module__ + "." + type(modality).__qualname__
+        raise ConfigError(f"modality '{name}' ({origin}) does not satisfy the plugin contract "
+                          "(mmalign.modality.Modality):\n  - " + "\n  - ".join(faults)
+                          + "\nSee docs/adding_a_modality.md")

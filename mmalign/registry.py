@@ -120,6 +120,21 @@ class Registry(Generic[T]):
         self._load_all()
         return sorted(self._items)
 
+    def survey(self) -> tuple[list[str], list[str]]:
+        """``(names, broken)``: every name that loads, and one line per plugin that does not
+        (an import error, a name taken twice), so one broken package hides nothing else."""
+        broken = []
+        try:
+            self._ensure_builtins()
+        except Exception as exc:  # noqa: BLE001 - reported, not raised
+            broken.append(f"built-in {self.plural}: {type(exc).__name__}: {exc}")
+        for ep in _entry_points(self.group):
+            try:
+                self._load_entry_point(ep)
+            except ConfigError as exc:
+                broken.append(str(exc))
+        return sorted(self._items), broken
+
     def items(self) -> Iterator[tuple[str, T]]:
         self._load_all()
         return iter(sorted(self._items.items()))

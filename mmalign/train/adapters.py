@@ -178,3 +178,27 @@ def adapter_active(model: nn.Module, adapter_name: str) -> Iterator[nn.Module]:
         finally:
             for layer, names in zip(layers, before):
                 layer.set_adapter(names)
+
+
+def merged_copy(model: nn.Module, adapter_name: str | None = None) -> nn.Module:
+    """A copy of ``model`` with one LoRA adapter merged into its base weights and every tuner
+    layer replaced by its base layer: a plain module (a composite model too: a vision tower
+    beside a language model, a UNet beside its conditioning) whose ``save_pretrained`` or
+    ``state_dict`` holds ordinary weight names, never ``base_layer`` / ``lora_A`` keys.
+    ``model`` is left as it is. ``adapter_name`` defaults to :func:`export_name`."""
+    import copy
+
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    name = adapter_name or export_name(model)
+    out = copy.deepcopy(model)
+    if name is None:
+        return out
+    for parent in list(out.modules()):
+        for child_name, child in list(parent.named_children()):
+            if isinstance(child, BaseTunerLayer):
+                child.merge(adapter_names=[name])
+                setattr(parent, child_name, child.get_base_layer())
+    if hasattr(out, "peft_config"):
+        del out.peft_config
+    return out

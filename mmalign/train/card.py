@@ -11,7 +11,7 @@ def model_card(recipe, rows: int, steps: int, last: dict[str, float]) -> str:
     return "\n".join([
         f"# {r.model.modality} policy trained with mmalign",
         "",
-        f"- base model: {r.model.path or 'mmalign.models.' + str(r.model.builder)}",
+        f"- base model: {r.model.path or f'builder {r.model.builder!r} of the {r.model.modality} plugin'}",
         f"- data: {r.data.train} (schema {r.data.schema_ or 'default'}, {rows} rows)",
         "- objective: " + " + ".join(f"{t.weight} x {t.name}({json.dumps(t.params)})" for t in r.objective),
         f"- reference: {r.reference.strategy}",

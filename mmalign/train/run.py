@@ -22,11 +22,11 @@ from mmalign import config as config_mod
 from mmalign.data import checks
 from mmalign.data.split import hold_out
 from mmalign.errors import ConfigError
-from mmalign.modality import check_needs
+from mmalign.modality import check_needs, check_protocol
 from mmalign.objectives.compose import compose
 from mmalign.objectives.spec import Context
 from mmalign.registry import modalities
-from mmalign.train import adapters, checkpoint, guard, precompute, rundir, weights
+from mmalign.train import adapters, checkpoint, first_step, guard, precompute, rundir, weights
 from mmalign.train.card import model_card
 from mmalign.train.logs import Averager, MetricsLog, flat_config, postfix, progress, trackers
 from mmalign.train.models import (check_precision, enable_gradient_checkpointing, load_policy, model_spec,
@@ -60,6 +60,8 @@ class Session:
     last_fault: str = ""  # the guard's line for the last non-finite step
     history: list[dict] = field(default_factory=list)
     step: int = 0
+    strategy: str = "none"  # the reference strategy resolved from the recipe
+    first_checked: bool = False
     seconds: dict[str, float] = field(default_factory=dict)  # "precompute", "train_loop"
 
 
@@ -72,9 +74,11 @@ def build_modality(recipe: config_mod.Recipe):
     if schema is not None:
         options = config_mod.validate_options(schema, options, recipe.model.modality)
     try:
-        return cls(**options)
+        modality = cls(**options)
     except TypeError as exc:
         raise ConfigError(f"model.options for modality '{recipe.model.modality}': {exc}") from None
+    check_protocol(modality, recipe.model.modality)
+    return modality
 
 
 def build(recipe: config_mod.Recipe, *, overwrite: bool = False, accelerator=None) -> Session:
@@ -126,10 +130,14 @@ def _build(recipe, modality, objective, strategy, accelerator, lock, overwrite) 
             for split, path in (("train", recipe.data.train), ("eval", recipe.data.eval)) if path}
     set_seed(recipe.train.seed)
     policy = load_policy(modality, model_spec(recipe))
+    if recipe.model.disable_dropout:
+        first_step.disable_dropout(policy)
     # and once more with the tokenizer or processor the model brought (prompt lengths)
     data = {split: (checks.check_loaded(modality, records, counts, recipe.data.on_bad_row), counts)
             for split, (records, counts) in data.items()}
     data_counts = {split: counts for split, (_, counts) in data.items()}
+    for split, (records, _) in data.items():
+        first_step.check_records(records, recipe.model.modality, f"data.{split}")
     train_records, eval_records = hold_out(data["train"][0], recipe.data.eval_fraction, recipe.train.seed)
     train_records = train_records[: recipe.data.limit]
     eval_records = data["eval"][0] if "eval" in data else eval_records
@@ -163,7 +171,8 @@ def _build(recipe, modality, objective, strategy, accelerator, lock, overwrite) 
     session = Session(recipe=recipe, run_dir=run_dir, modality=modality, policy=policy,
                       scorer=PolicyScorer(modality, policy), reference=reference, objective=objective,
                       objective_state=state, needs=objective.needs, train_records=train_records,
-                      eval_records=eval_records, accelerator=accelerator, lock=lock, data_counts=data_counts)
+                      eval_records=eval_records, accelerator=accelerator, lock=lock, data_counts=data_counts,
+                      strategy=strategy)
     if strategy == "precomputed":
         order = make_order(session)
         epochs = -(-total_steps(session, order) // order.steps_per_epoch)
@@ -211,6 +220,10 @@ def forward(s: Session, scorer: nn.Module, records: list[dict], epoch: int, step
     draw = s.modality.draw(batch, s.recipe.train.seed, unwrap(s, scorer))
     policy = scorer(batch, draw, s.needs)
     reference = s.reference.surrogate(s.modality, scorer, batch, draw, s.needs, like=policy)
+    if training and step == 0 and s.recipe.train.first_step_checks and not s.first_checked:
+        s.first_checked = True  # one micro-batch suffices
+        first_step.check_gradient(policy, s.recipe.model.modality)
+        first_step.check_start_equal(policy, reference, s.recipe.model.modality, s.strategy)
     ctx = Context(state=s.objective_state, fields=batch.fields, training=training, step=step,
                   all_reduce_mean=lambda t: s.accelerator.reduce(t, "mean")
                   if s.accelerator.num_processes > 1 else t)

@@ -86,6 +86,13 @@ class ToyModality:
         return Surrogate(chosen=chosen.sum(-1), rejected=rejected.sum(-1), chosen_units=chosen,
                          rejected_units=rejected, chosen_mask=mask, rejected_mask=mask)
 
+    @staticmethod
+    def example(folder: str) -> dict[str, Any]:
+        """A fresh model and four rows, for ``mmalign check-plugin toy``."""
+        path = Path(folder) / "vectors.jsonl"
+        path.write_text("".join(f'{{"chosen": [1.0, {i}], "rejected": [0.0, {-i}]}}\n' for i in range(4)))
+        return {"spec": ModelSpec(builder="gaussian_mean"), "data": str(path), "options": {"dim": 2}}
+
     def export(self, model: nn.Module, out_dir: str, card: str) -> list[str]:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
