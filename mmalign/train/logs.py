@@ -9,10 +9,6 @@ import torch
 from tqdm.auto import tqdm
 
 
-def scalar(value: Any) -> float:
-    return float(value.detach().float().mean()) if isinstance(value, torch.Tensor) else float(value)
-
-
 class MetricsLog:
     """Append-only ``metrics.jsonl`` in the run dir, one line per logged step."""
 
@@ -39,19 +35,32 @@ class MetricsLog:
 
 
 class Averager:
-    """Means of metrics over the micro-steps of one optimiser step."""
+    """Means of metrics over the micro-steps of one optimiser step, kept as tensors on their
+    device: nothing waits for the device until :meth:`reduced` (or :meth:`means`) is read."""
 
     def __init__(self):
-        self.sums: dict[str, float] = {}
+        self.sums: dict[str, torch.Tensor] = {}
         self.counts: dict[str, int] = {}
 
     def add(self, metrics: dict[str, Any]) -> None:
         for k, v in metrics.items():
-            self.sums[k] = self.sums.get(k, 0.0) + scalar(v)
+            value = v.detach().float().mean() if isinstance(v, torch.Tensor) else torch.tensor(float(v))
+            self.sums[k] = value if k not in self.sums else self.sums[k] + value.to(self.sums[k].device)
             self.counts[k] = self.counts.get(k, 0) + 1
 
+    def reduced(self, reduce=None, device=None) -> dict[str, float]:
+        """The means, averaged over processes by ``reduce`` (one collective for every metric)
+        and read back to the host once."""
+        keys = sorted(self.sums)
+        if not keys:
+            return {}
+        stacked = torch.stack([(self.sums[k] / self.counts[k]).to(device or self.sums[k].device) for k in keys])
+        if reduce is not None:
+            stacked = reduce(stacked)
+        return dict(zip(keys, stacked.tolist()))
+
     def means(self) -> dict[str, float]:
-        return {k: self.sums[k] / self.counts[k] for k in self.sums}
+        return self.reduced()
 
 
 def progress(total: int, start: int, enabled: bool):

@@ -337,8 +337,7 @@ def train_step(s: Session, model, optimizer, scheduler, order: Order, step: int,
             optimizer.step()
         scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    means = {k: acc.reduce(torch.tensor(v, device=acc.device), "mean").item()
-             for k, v in averager.means().items()}
+    means = averager.reduced(lambda t: acc.reduce(t, "mean"), acc.device)
     means["lr"] = scheduler.get_last_lr()[0]
     if not finite:
         means["skipped"] = 1.0
