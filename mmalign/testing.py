@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from mmalign.modality import ModelSpec, protocol_faults
+from mmalign.train.first_step import disable_dropout
 
 
 @dataclass
@@ -121,8 +122,6 @@ class _Kit:
         return f"{len(self.all_records)} records"
 
     def shapes(self) -> str:
-        from mmalign.train.first_step import disable_dropout
-
         self.needs = frozenset({"token_logps"} & set(self.modality.supported_needs))
         self.policy = self.modality.load_policy(self.spec)
         disable_dropout(self.policy)
@@ -199,6 +198,7 @@ class _Kit:
             reloaded = load_export(str(out), self.spec)
         else:
             reloaded = self.modality.load_policy(ModelSpec(path=str(out), dtype=self.spec.dtype))
+        disable_dropout(reloaded)  # as the trainer does to every model it loads
         self._same(trained, self._surrogate(reloaded, self.batch_records), "the exported model reloaded",
                    "export() must write what load_policy(ModelSpec(path=...)), or the plugin's "
                    "load_export(out_dir, spec), reads back")
@@ -208,6 +208,7 @@ class _Kit:
         from mmalign.train import adapters
 
         policy = self.modality.load_policy(self.spec)
+        disable_dropout(policy)
         targets = self.modality.lora_target_modules  # may depend on the loaded model
         if not targets:
             return "skipped: the plugin names no LoRA target modules"
@@ -221,6 +222,7 @@ class _Kit:
         if not found:
             raise _Failed(f"export() of a LoRA policy wrote no peft adapter (adapter_config.json) under {out}")
         base = self.modality.load_policy(self.spec)
+        disable_dropout(base)
         adapters.load_named_adapter(base, str(found[0]), adapter_name="exported")
         with adapters.adapter_active(base, "exported"):
             reloaded = self._surrogate(base, self.batch_records)

@@ -40,6 +40,8 @@ def restore_registries():
     """Undo whatever a test registers, so plugins installed by one test leave no trace."""
     from mmalign import registry
 
+    for r in registry.ALL.values():  # built-ins register once per process: load them before saving
+        r._ensure_builtins()
     saved = {name: (dict(r._items), dict(r._origin), set(r._loaded_eps), r._builtins_loaded)
              for name, r in registry.ALL.items()}
     yield

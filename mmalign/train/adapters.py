@@ -69,7 +69,7 @@ def add_lora(model: nn.Module, *, r: int, alpha: float, dropout: float,
     for p in model.parameters():
         p.requires_grad_(False)
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
-                        init_lora_weights=True)
+                        init_lora_weights=True, fan_in_fan_out=_has_conv1d(model))
     try:
         inject(model, config, adapter_name)
     except ValueError as exc:  # peft: "Target modules ... not found in the base model"
@@ -78,6 +78,13 @@ def add_lora(model: nn.Module, *, r: int, alpha: float, dropout: float,
     for layer in tuner_layers(model):
         layer.set_adapter(adapter_name)  # trainable: only this adapter's weights
     return model
+
+
+def _has_conv1d(model: nn.Module) -> bool:
+    """GPT-2-style ``Conv1D`` layers store their weight as (in, out): LoRA must know
+    (``fan_in_fan_out``), and the adapter's config records it for whoever loads it."""
+    return any(type(m).__name__ == "Conv1D" and type(m).__module__.startswith("transformers")
+               for m in model.modules())
 
 
 def load_named_adapter(model: nn.Module, path: str, adapter_name: str = "reference") -> None:
@@ -92,7 +99,9 @@ def load_named_adapter(model: nn.Module, path: str, adapter_name: str = "referen
         raise ConfigError(f"reference.adapter_path {folder}: expected {ADAPTER_CONFIG} and "
                           f"{ADAPTER_WEIGHTS} (a peft adapter folder)")
     raw = json.loads(cfg_file.read_text())
-    keep = {k: raw[k] for k in ("r", "lora_alpha", "lora_dropout", "target_modules") if k in raw}
+    # fan_in_fan_out: GPT-2's Conv1D stores its weight transposed; the adapter must say so
+    keep = {k: raw[k] for k in ("r", "lora_alpha", "lora_dropout", "target_modules", "fan_in_fan_out")
+            if k in raw}
     state = {_unprefixed(k): v for k, v in load_file(str(weights)).items()}
     with restored_grad_flags(model):
         active = [a for layer in tuner_layers(model)[:1] for a in layer.active_adapters]

@@ -19,7 +19,7 @@ from mmalign.surrogate import Surrogate
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins" / "mmalign_toy_plugin"))
 from mmalign_toy_plugin import GaussianMean, ToyModality  # noqa: E402
 
-registry.objectives.names()  # loaded before restore_registries saves the registries' state
+
 
 
 @pytest.fixture
