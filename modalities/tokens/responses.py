@@ -3,11 +3,20 @@
 The EOS that ends a response is a response token, scored like any other (as TRL's DPO
 trainer does, following Rafailov et al. 2023: the policy chose to stop there). The BOS is
 never a response token: it belongs to the prompt, where the tokenizer or the chat template
-puts it, and no position predicts it.
+puts it, and no position predicts it. A prompt holds one BOS, never two: when the chat
+template writes it (``{{ bos_token }}``, Llama-3 style), the tokenizer must not add another
+(:func:`adds_bos`); a second BOS shifts every log-prob after it.
 """
 from __future__ import annotations
 
 from typing import Sequence
+
+
+def adds_bos(tokenizer, text: str) -> bool:
+    """Whether tokenizing ``text`` may add special tokens: not when ``text`` (a rendered chat
+    template) already opens with the BOS."""
+    bos = getattr(tokenizer, "bos_token", None)
+    return not (bos and text.startswith(bos))
 
 
 def response_tokens(ids: Sequence[int], bos_id: int | None, eos_id: int | None) -> list[int]:

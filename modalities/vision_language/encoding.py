@@ -14,7 +14,7 @@ from typing import Any
 
 from mmalign.data.io import RowRef
 from mmalign.errors import DataError
-from mmalign.modalities.tokens.responses import response_span
+from mmalign.modalities.tokens.responses import response_span, adds_bos
 from mmalign.modalities.tokens.truncation import PromptTooLong, fit
 
 IMAGE_PLACEHOLDER = "<image>"
@@ -93,7 +93,8 @@ def encode_pair(processor, messages: list[dict], images: list, chosen: str, reje
     response (closed by EOS: :mod:`mmalign.modalities.tokens.responses`), with responses
     shortened by ``truncation`` to fit ``max_length``; the prompt is never cut."""
     text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    prompt_ids = processor(text=[text], images=images or None, return_tensors="pt")["input_ids"][0].tolist()
+    prompt_ids = processor(text=[text], images=images or None, return_tensors="pt",
+                      add_special_tokens=adds_bos(processor.tokenizer, text))["input_ids"][0].tolist()
     sides = [_response_ids(processor.tokenizer, response) for response in (chosen, rejected)]
     try:
         prompt_ids, keep = fit(prompt_ids, [len(ids) for ids, _ in sides], max_length, truncation)

@@ -6,6 +6,7 @@ from typing import Any, Sequence
 
 from torch import nn
 
+from mmalign.modalities.tokens.responses import adds_bos
 from mmalign.data.io import RowRef
 from mmalign.modalities.tokens.forward import device_of, unwrap
 from mmalign.modalities.tokens.sampling import evaluating, new_tokens
@@ -31,7 +32,8 @@ def _answers(model: nn.Module, processor, item: dict[str, Any], index: int, n: i
     images = [open_image(img, where, "images", repairs) for img in item.get("images") or []]
     text = processor.apply_chat_template(to_messages(item["prompt"], len(images), where),
                                          add_generation_prompt=True, tokenize=False)
-    inputs = processor(text=[text], images=images or None, return_tensors="pt").to(device_of(model))
+    inputs = processor(text=[text], images=images or None, return_tensors="pt",
+                      add_special_tokens=adds_bos(processor.tokenizer, text)).to(device_of(model))
     if "pixel_values" in inputs:
         inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
     out = new_tokens(model, dict(inputs), n=n, seed=seed, do_sample=n > 1, max_new_tokens=max_new_tokens,

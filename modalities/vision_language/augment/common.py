@@ -11,7 +11,7 @@ from torch import Tensor
 from mmalign.data.io import RowRef
 from mmalign.errors import ConfigError
 from mmalign.modalities.tokens.forward import device_of  # noqa: F401  (the augmentations' device)
-from mmalign.modalities.tokens.responses import response_tokens
+from mmalign.modalities.tokens.responses import response_tokens, adds_bos
 from mmalign.modalities.tokens.sampling import evaluating  # noqa: F401  (eval mode, no gradients)
 from mmalign.modalities.vision_language.images import open_image
 from mmalign.modalities.vision_language.records import make_record
@@ -64,7 +64,8 @@ def prompt_inputs(processor, messages: list[dict], images: list, device) -> tupl
     """``input_ids [1, L]`` of the chat prompt (image placeholders expanded, generation prompt
     appended) and ``pixel_values`` of its images, as the model reads them."""
     text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    encoded = processor(text=[text], images=images or None, return_tensors="pt")
+    encoded = processor(text=[text], images=images or None, return_tensors="pt",
+                      add_special_tokens=adds_bos(processor.tokenizer, text))
     pixels = encoded.get("pixel_values")
     return encoded["input_ids"].to(device), None if pixels is None else pixels.to(device)
 
