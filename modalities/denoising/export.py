@@ -8,7 +8,8 @@ diffusers folder ``<component>/``. Always a ``README.md`` model card.
 
 Nothing here knows the network class: the plugin names the pipeline class (whose
 ``save_lora_weights`` writes the file) and the pipeline component the model is (``unet``,
-``transformer``).
+``transformer``). A pipeline without ``save_lora_weights`` (``DanceDiffusionPipeline``) gets
+the peft adapter and, beside it, the component with the adapter merged into its weights.
 """
 from __future__ import annotations
 
@@ -27,9 +28,16 @@ def export_denoiser(model: nn.Module, out_dir: str, card: str, pipeline_cls: typ
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     name = adapters.export_name(model)
-    written = export_lora(model, out, name, pipeline_cls, component) if name else export_full(model, out, component)
+    lora_file = name is not None and hasattr(pipeline_cls, "save_lora_weights")
+    if name is None:
+        written = export_full(model, out, component)
+    elif lora_file:
+        written = export_lora(model, out, name, pipeline_cls, component)
+    else:
+        written = [*adapters.save_adapter(model, out / "peft_adapter", name),
+                   *export_full(adapters.merged_copy(model, name), out, component)]
     readme = out / "README.md"
-    readme.write_text(model_card(card, pipeline_cls, type(model).__name__, component, name is not None))
+    readme.write_text(model_card(card, pipeline_cls, type(model).__name__, component, lora_file))
     return [str(p) for p in written] + [str(readme)]
 
 
@@ -53,7 +61,8 @@ def export_full(model: nn.Module, out: Path, component: str) -> list[Path]:
 
 
 def model_card(text: str, pipeline_cls: type, model_cls: str, component: str, lora: bool) -> str:
-    """``text`` and how to load the export into ``pipeline_cls``."""
+    """``text`` and how to load the export into ``pipeline_cls`` (``lora``: as a LoRA file;
+    otherwise the ``component`` folder, trained or with its adapter merged)."""
     cls = pipeline_cls.__name__
     if lora:
         usage = f"pipe = {cls}.from_pretrained(BASE_MODEL_FOLDER)\npipe.load_lora_weights(THIS_FOLDER)"

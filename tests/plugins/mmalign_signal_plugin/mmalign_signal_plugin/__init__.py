@@ -28,11 +28,10 @@ from mmalign.data.io import RowRef, read_rows, require_fields
 from mmalign.errors import ConfigError
 from mmalign.modalities.denoising import targets
 from mmalign.modalities.denoising.draw import denoising_values, per_row, uniform_timestep
-from mmalign.modalities.denoising.export import export_denoiser, export_full
+from mmalign.modalities.denoising.export import export_denoiser
 from mmalign.modalities.denoising.surrogate import assemble, per_sample, side_major
 from mmalign.modality import ModelSpec
 from mmalign.surrogate import Batch, Draw, Surrogate
-from mmalign.train import adapters
 
 SALT = "signal"  # the row generators' salt: row_generator(seed, sample_id, epoch, SALT)
 
@@ -117,17 +116,8 @@ class SignalModality:
 
     def export(self, model: nn.Module, out_dir: str, card: str) -> list[str]:
         """``unet/`` (``save_pretrained``); with LoRA also ``peft_adapter/``, and ``unet/`` holds
-        the adapter merged. The library's LoRA export writes a pipeline LoRA file through
-        ``pipeline_cls.save_lora_weights``, which no UNet1DModel pipeline has: its parts instead."""
-        name = adapters.export_name(model)
-        if name is None:
-            return export_denoiser(model, out_dir, card, DanceDiffusionPipeline, component="unet")
-        out = Path(out_dir)
-        written = [*adapters.save_adapter(model, out / "peft_adapter", name),
-                   *export_full(adapters.merged_copy(model, name), out, "unet")]
-        (out / "README.md").write_text(f"{card.rstrip()}\n\npeft_adapter/: the LoRA adapter (peft) of the base "
-                                       "UNet1DModel; unet/: the UNet1DModel with it merged.\n", encoding="utf-8")
-        return [str(p) for p in written] + [str(out / "README.md")]
+        the adapter merged (no UNet1DModel pipeline has diffusers' ``save_lora_weights``)."""
+        return export_denoiser(model, out_dir, card, DanceDiffusionPipeline, component="unet")
 
     @staticmethod
     def example(folder: str) -> dict[str, Any]:
