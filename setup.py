@@ -1,14 +1,15 @@
-"""Maps the top-level ``modalities/``, ``models/``, ``assets/`` and ``configs/`` folders into
-the ``mmalign`` namespace.
+"""Maps the top-level ``modalities/``, ``models/``, ``toy/``, ``assets/`` and ``configs/`` folders
+into the ``mmalign`` namespace.
 
-Nothing named ``models`` or ``modalities`` lands in site-packages: they install as
-``mmalign.modalities`` and ``mmalign.models``. ``assets/`` (tiny data and checkpoints) and
-``configs/`` (bundled recipes) install as the data packages ``mmalign.assets`` and
-``mmalign.configs``, so a wheel finds them through ``importlib.resources`` exactly as a checkout does.
+Nothing named ``models``, ``modalities`` or ``toy`` lands in site-packages: they install as
+``mmalign.modalities``, ``mmalign.models`` and ``mmalign.toy``. ``assets/`` (tiny data and
+checkpoints) and ``configs/`` (bundled recipes) install as the data packages ``mmalign.assets``
+and ``mmalign.configs``, so a wheel finds them through ``importlib.resources`` exactly as a
+checkout does.
 """
 from setuptools import find_namespace_packages, find_packages, setup
 
-ROOTS = {"mmalign.modalities": "modalities", "mmalign.models": "models"}
+ROOTS = {"mmalign.modalities": "modalities", "mmalign.models": "models", "mmalign.toy": "toy"}
 DATA = {"mmalign.assets": "assets", "mmalign.configs": "configs"}
 
 packages = find_packages(include=["mmalign", "mmalign.*"])

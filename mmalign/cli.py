@@ -16,18 +16,44 @@ KINDS = ("modalities", "objectives", "rewards", "datasets", "evaluators", "demos
 
 
 def cmd_list(args) -> int:
+    """Every healthy plugin, and each broken one with its error (exit 0 either way)."""
     from mmalign import assets, registry
 
     kinds = [args.kind] if args.kind else list(KINDS)
     for kind in kinds:
         print(f"{kind}:")
+        broken: list[str] = []
         if kind == "configs":  # by name: `mmalign train NAME` runs one from any directory
             names = [p.stem for p in assets.recipes()]
         else:
-            names = registry.ALL[kind].names()
+            names, broken = registry.ALL[kind].survey()
         for name in names or ["(none)"]:
             print(f"  {name}")
+        for line in broken:
+            print(f"  broken: {line}")
     return 0
+
+
+def cmd_check_plugin(args) -> int:
+    """The conformance kit on an installed modality: 0 when every check passes, 1 otherwise."""
+    from mmalign.modality import ModelSpec
+    from mmalign.testing import check_modality
+
+    spec = None
+    if args.builder or args.path:
+        spec = ModelSpec(path=args.path, builder=args.builder)
+    options = dict(item.split("=", 1) for item in args.option) if args.option else None
+    if options:
+        import yaml
+
+        options = {k: yaml.safe_load(v) for k, v in options.items()}
+    results = check_modality(args.name, spec=spec, data=args.data, options=options, schema=args.schema,
+                             lora=not args.no_lora)
+    for result in results:
+        print(result)
+    failed = [r.name for r in results if not r.ok]
+    print(f"{args.name}: " + (f"FAILED {', '.join(failed)}" if failed else f"all {len(results)} checks pass"))
+    return 1 if failed else 0
 
 
 def cmd_train(args) -> int:
@@ -83,6 +109,9 @@ def cmd_demo(args) -> int:
         print(f"{t['task']:>24}  {t['metric']:<28} before {t['before']:.3f}  after {t['after']:.3f}  ({arrow})")
     if args.quick:
         print("quick run: a check that every step works, not a measurement; run without --quick for the numbers")
+    elif summary["preset"] == "default":
+        print("the default set (smaller settings, measured on held-out seeds); `mmalign demo --task all` "
+              "runs every task at its full settings")
     print(f"summary: {Path(args.out) / 'summary.json'}; report: {Path(args.out) / 'report.html'}")
     return 0
 
@@ -98,6 +127,19 @@ def parser() -> argparse.ArgumentParser:
                        "evaluators and bundled configs")
     s.add_argument("kind", nargs="?", choices=KINDS, help="only this kind")
     s.set_defaults(fn=cmd_list)
+
+    s = sub.add_parser("check-plugin", help="the conformance kit on an installed modality plugin",
+                       description="Runs a modality plugin as the trainer will, on a tiny model and a few "
+                       "rows (its example() hook, or --builder/--path and --data), and names what would "
+                       "break a run. Exit 0: every check passes; 1: a check failed (with the reason).")
+    s.add_argument("name", help="the modality's registered name (`mmalign list modalities`)")
+    s.add_argument("--builder", help="a builder name the plugin knows (instead of its example)")
+    s.add_argument("--path", help="a local checkpoint folder (instead of its example)")
+    s.add_argument("--data", help="a data file of a few rows (instead of its example)")
+    s.add_argument("--schema", help="the data's schema")
+    s.add_argument("--option", action="append", metavar="key=value", help="a model option (repeatable)")
+    s.add_argument("--no-lora", action="store_true", help="skip the LoRA export round trip")
+    s.set_defaults(fn=cmd_check_plugin)
 
     for name, fn, text in (("train", cmd_train, "train a policy from a YAML recipe"),
                            ("eval", cmd_eval, "run a recipe's evaluators on a model and data")):
@@ -122,9 +164,12 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_report)
 
     s = sub.add_parser("demo", help="the embedded default: toy worlds where alignment visibly works "
-                       "on a CPU, measured before and after")
+                       "on a CPU, measured before and after", description="With no --task: the default "
+                       "set, every task at settings that run in minutes and still measure on held-out seeds. "
+                       "--task NAME or --task all: full settings.")
     s.add_argument("--task", action="append", default=None,
-                   help="run only this task (repeatable; `mmalign list demos` shows them)")
+                   help="run this task at its full settings (repeatable; `all`: every task; "
+                   "`mmalign list demos` shows them)")
     s.add_argument("--steps", type=int, default=None, help="fewer training steps (a quick look)")
     s.add_argument("--quick", action="store_true", help="every step of each task in seconds (tiny data, "
                    "2 training steps): checks an install, measures nothing")

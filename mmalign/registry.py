@@ -210,8 +210,9 @@ rewards: Registry[Callable[..., Any]] = Registry("reward scorer", "mmalign.rewar
 datasets: Registry[Callable[..., Any]] = Registry("dataset schema", "mmalign.datasets",
                                                  builtins=("mmalign.data.schemas",), namespaced=True)
 evaluators: Registry[Callable[..., Any]] = Registry("evaluator", "mmalign.evaluators")
-#: ``mmalign demo`` tasks: ``fn(run_dir, steps=None, progress=True) -> dict | list[dict]`` with
-#: keys task, metric, before, after, higher_is_better
+#: ``mmalign demo`` tasks: ``fn(run_dir, steps=None, progress=True, preset="default") -> dict |
+#: list[dict]`` with keys task, metric, before, after, higher_is_better; ``preset`` is
+#: ``default`` (the set ``mmalign demo`` runs in minutes) or ``full`` (``--task NAME|all``)
 demos: Registry[Callable[..., Any]] = Registry("demo task", "mmalign.demos")
 
 ALL = {

@@ -42,7 +42,7 @@ def test_list_shows_every_kind(capsys):
     out = capsys.readouterr().out
     for heading in ("modalities:", "objectives:", "rewards:", "datasets:", "evaluators:", "configs:"):
         assert heading in out
-    for name in ("  text", "  dpo", "  kto", "  preference", "  demo_text_dpo\n"):
+    for name in ("  text", "  dpo", "  kto", "  text:preference", "  demo_text_dpo\n"):
         assert name in out
 
 
@@ -93,3 +93,40 @@ def test_console_script_is_installed():
     assert exe, "pip install puts the mmalign command beside the interpreter"
     proc = subprocess.run([exe, "list", "objectives"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "  dpo" in proc.stdout
+
+
+def test_list_shows_healthy_plugins_and_names_broken_ones(install_dist, capsys):
+    """A plugin that fails to import, and one whose name clashes with a built-in, are listed as
+    broken with their errors; the others are all listed, and the exit code is 0."""
+    install_dist("broken-plugin", {"mmalign.modalities": {"broken": "broken_modality:Thing"}},
+                 {"broken_modality": "import mmalign_missing_dependency\nThing = 1\n"})
+    install_dist("clash-plugin", {"mmalign.objectives": {"dpo": "clash_objective:dpo"}},
+                 {"clash_objective": "def dpo(policy, reference):\n    return None\n"})
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("  text\n", "  vision_language\n", "  image_diffusion\n", "  dpo\n", "  kto\n"):
+        assert name in out
+    assert ("broken: cannot load modality plugin entry point 'broken = broken_modality:Thing' of package "
+            "broken-plugin: ModuleNotFoundError") in out
+    assert "broken: objective 'dpo' is registered twice" in out
+
+
+def test_check_plugin_passes_for_the_example_plugin_and_fails_with_the_reason(install_dist, capsys):
+    import tomllib
+
+    plugin = Path(__file__).parent / "plugins" / "mmalign_toy_plugin"
+    project = tomllib.loads((plugin / "pyproject.toml").read_text())["project"]
+    install_dist(project["name"], project["entry-points"], source=plugin)
+    assert main(["check-plugin", "toy"]) == 0
+    out = capsys.readouterr().out
+    assert "pass  step0" in out and "pass  export" in out and "toy: all 9 checks pass" in out
+
+    install_dist("detached-plugin", {"mmalign.modalities": {"detached": "detached_modality:Detached"}},
+                 {"detached_modality": "from mmalign_toy_plugin import ToyModality\n"
+                                       "class Detached(ToyModality):\n"
+                                       "    def surrogate(self, model, batch, draw, needs):\n"
+                                       "        return super().surrogate(model, batch, draw, needs).detach()\n"})
+    assert main(["check-plugin", "detached"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL  gradient: the surrogate carries no gradient" in out
+    assert "detached: FAILED gradient" in out

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from mmalign.modality import ModelSpec
-from mmalign.models.toy import checkpoints, detect, shapes
 from mmalign.registry import modalities
+from mmalign.toy import checkpoints, detect, shapes
 
 pytestmark = pytest.mark.skipif(not checkpoints.HASHES.is_file(), reason="assets/toy/SHA256SUMS is not shipped")
 
@@ -43,8 +43,9 @@ def test_diffusion_model_loads_and_draws_the_named_colour_and_shape():
     modality = modalities.get("image_diffusion")(resolution=shapes.SIZE, sample_steps=10, guidance_scale=4.0)
     unet = modality.load_policy(ModelSpec(path=str(checkpoints.DIFFUSION)))
     prompts = [f"a {c} {s}" for c, s in zip(["red", "green", "blue", "yellow"] * 2, shapes.SHAPES * 3)]
-    images = modality.sample(unet, prompts, 1, seed=shapes.seed_of("tune", 0))
-    assert len(images) == 8 and images[0].size == (shapes.SIZE, shapes.SIZE)
+    groups = modality.sample(unet, prompts, 1, seeds=[shapes.seed_of("tune", i) for i in range(len(prompts))])
+    assert [len(g) for g in groups] == [1] * 8 and groups[0][0].size == (shapes.SIZE, shapes.SIZE)
+    images = [g[0] for g in groups]
     right = 0
     for image, prompt in zip(images, prompts):
         found = detect.main_object(image)
@@ -54,13 +55,14 @@ def test_diffusion_model_loads_and_draws_the_named_colour_and_shape():
 
 def test_llava_loads_and_captions_with_world_objects():
     from mmalign.modalities.vision_language.objects import load_vocabulary
-    from mmalign.models.toy.pretrain_llava import CAPTION_PROMPT
-    from mmalign.models.toy.rewards import VOCABULARY
+    from mmalign.toy.pretrain_llava import CAPTION_PROMPT
+    from mmalign.toy.rewards import VOCABULARY
 
     modality = modalities.get("vision_language")(max_new_tokens=24)
     model = modality.load_policy(ModelSpec(path=str(checkpoints.LLAVA)))
     scenes = [shapes.paired_scene(shapes.seed_of("tune", i)) for i in range(6)]
-    answers = modality.sample(model, [{"prompt": CAPTION_PROMPT, "images": [shapes.render(s)]} for s in scenes], 1, 0)
+    answers = modality.sample(model, [{"prompt": CAPTION_PROMPT, "images": [shapes.render(s)]} for s in scenes], 1,
+                              seeds=[shapes.seed_of("tune", i) for i in range(len(scenes))])
     vocabulary = load_vocabulary(VOCABULARY)
     named = [set(vocabulary.mentions(a[0])) for a in answers]
     truth = [{o.name for o in s} for s in scenes]

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from mmalign.models.toy import detect, shapes
+from mmalign.toy import detect, shapes
 
 
 @pytest.mark.parametrize("colour", list(shapes.COLOURS))

@@ -6,7 +6,7 @@ import json
 import torch
 
 from mmalign import registry
-from mmalign.models.toy import rewards, shapes
+from mmalign.toy import rewards, shapes
 
 
 def image(shape: str, colour: str):

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from mmalign.models.toy import shapes
+from mmalign.toy import shapes
 
 
 def test_same_seed_same_scene_and_pixels():

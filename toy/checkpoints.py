@@ -45,7 +45,7 @@ def recorded_hashes(root: Path = ROOT) -> dict[str, str]:
     path = root / "SHA256SUMS"
     if not path.is_file():
         raise ConfigError(f"{path} is missing; remake it with "
-                          "python -c 'from mmalign.models.toy.checkpoints import write_hashes; write_hashes()'")
+                          "python -c 'from mmalign.toy.checkpoints import write_hashes; write_hashes()'")
     pairs = (line.split(maxsplit=1) for line in path.read_text().splitlines() if line.strip())
     return {name.strip(): digest for digest, name in pairs}
 
@@ -63,5 +63,5 @@ def require(path: Path) -> str:
     if not path.is_dir():
         module = "pretrain_diffusion" if path.name == "diffusion" else "pretrain_llava"
         raise ConfigError(f"the toy checkpoint {path} is missing; make it with "
-                          f"python -m mmalign.models.toy.{module} --out {path} (see assets/README.md)")
+                          f"python -m mmalign.toy.{module} --out {path} (see assets/README.md)")
     return str(path)

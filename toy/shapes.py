@@ -6,7 +6,7 @@ names one scene forever: training, preference data and evaluation use disjoint s
 (:data:`SPLITS`), and a held-out measurement never sees a scene the base models were trained on.
 
 Colours are pure and far apart in RGB, shapes differ in how much of their box they fill
-(square 1, circle pi/4, triangle 1/2): :mod:`mmalign.models.toy.detect` reads both back
+(square 1, circle pi/4, triangle 1/2): :mod:`mmalign.toy.detect` reads both back
 from pixels without any learned model.
 """
 from __future__ import annotations

@@ -27,8 +27,8 @@ from torch import Tensor
 
 from mmalign import assets
 from mmalign.errors import ConfigError
-from mmalign.models.toy import detect, shapes
 from mmalign.registry import register_reward
+from mmalign.toy import detect, shapes
 
 #: the shapes world's object vocabulary for CHAIR / POPE (one class per colour and shape)
 VOCABULARY = assets.path("toy/shape_objects.json")

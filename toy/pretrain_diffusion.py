@@ -1,7 +1,7 @@
 """Pretrain the toy text-to-image model of the shapes world, from scratch, on a CPU.
 
-    python -m mmalign.models.toy.pretrain_diffusion --out assets/toy/diffusion --minutes 20
-    python -m mmalign.models.toy.pretrain_diffusion --init assets/toy/diffusion --out NEW --minutes 20
+    python -m mmalign.toy.pretrain_diffusion --out assets/toy/diffusion --minutes 20
+    python -m mmalign.toy.pretrain_diffusion --init assets/toy/diffusion --out NEW --minutes 20
 
 Writes a diffusers ``StableDiffusionPipeline`` folder (``unet/``, ``vae/``, ``text_encoder/``,
 ``tokenizer/``, ``scheduler/``, safetensors), the same layout the image_diffusion modality
@@ -34,7 +34,7 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from mmalign.models.diffusion import DiffusionParts, load_parts, load_unet, save_parts, tiny_clip_tokenizer
-from mmalign.models.toy import shapes
+from mmalign.toy import shapes
 
 MAX_TOKENS = 32
 TEMPLATES = ("a {}", "a picture of a {}", "an image of a {}", "a drawing of a {}", "one {}")

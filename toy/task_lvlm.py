@@ -1,7 +1,8 @@
 """The ``lvlm_hallucination`` demo: DPO against object hallucination on the toy LLaVA.
 
 The base model (``assets/toy/llava``) learned from captions that often name the usual partner
-of a seen object even when it is absent, so its greedy captions hallucinate. The demo
+of a seen object even when it is absent, so its greedy captions hallucinate. Through
+:func:`mmalign.toy.task.run`, the demo
 
 1. samples several captions per image of the ``prefs`` scenes (temperature 1), scores each
    with the ``toy_caption_objects`` reward (objects named rightly minus twice those named
@@ -15,31 +16,34 @@ of a seen object even when it is absent, so its greedy captions hallucinate. The
 3. measures CHAIR_i / CHAIR_s (Rohrbach et al. 2018) of greedy captions and POPE F1 (Li et al.
    2023, adversarial negatives) on held-out scenes, before and after, with the vision_language
    modality's plain metric functions.
+
+This module supplies the parts (:class:`mmalign.toy.task.Parts`); :data:`PRESETS` holds the
+settings ``mmalign demo`` runs.
 """
 from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageDraw
-from tqdm.auto import tqdm
 
 from mmalign import config
-from mmalign.errors import DataError
 from mmalign.modality import ModelSpec
-from mmalign.models.toy import checkpoints, shapes
-from mmalign.models.toy.pretrain_llava import CAPTION_PROMPT, QUESTION
-from mmalign.models.toy.rewards import VOCABULARY, CaptionObjects, YesNoTruth, best_vs_worst
 from mmalign.registry import modalities
-from mmalign.train.run import train
+from mmalign.toy import checkpoints, shapes, task
+from mmalign.toy.pretrain_llava import CAPTION_PROMPT, QUESTION
+from mmalign.toy.rewards import VOCABULARY, CaptionObjects, YesNoTruth, best_vs_worst
+
+NAME = "lvlm_hallucination"
+SCALED = ("pair_images", "eval_images")
 
 
 @dataclass(frozen=True)
 class Settings:
     """The demo's knobs; learning rate, steps and ``sft_weight`` chosen on the ``tune`` seeds
-    only: ``run(dir, settings=Settings(lr=...), split="tune")`` measures a candidate there."""
+    only: ``task.run(task_lvlm, dir, Settings(lr=...), split="tune")`` measures a candidate there."""
 
     pair_images: int = 256          # prefs scenes sampled for preference pairs
     samples_per_image: int = 4      # captions per image; the best and the worst make the pair
@@ -53,6 +57,12 @@ class Settings:
     sft_weight: float = 1.0         # RPO's NLL on the chosen response keeps captions complete
     probes_per_side: int = 2        # yes / no questions per prefs image: present and absent objects
     max_new_tokens: int = 24
+    chunk: int = 1                  # samples per sample() call (the plugin generates prompt by prompt)
+
+
+#: ``full``: run by ``mmalign demo --task all``; ``default``: run by ``mmalign demo`` with no
+#: flag. The same: the whole task takes about a minute and a half on one CPU thread.
+PRESETS = {"full": Settings(), "default": Settings()}
 
 
 def write_scenes(out: Path, split: str, count: int) -> tuple[Path, list[list[str]]]:
@@ -71,13 +81,17 @@ def write_scenes(out: Path, split: str, count: int) -> tuple[Path, list[list[str
     return table, annotations
 
 
-def ask(modality, model, images: list[str], questions: list[str], n: int, seed: int, desc: str,
-        progress: bool) -> list[list[str]]:
-    """``n`` answers per (image path, question), greedy when ``n == 1``."""
-    answers = []
-    for i in tqdm(range(len(images)), desc=desc, disable=not progress):
-        answers += modality.sample(model, [{"prompt": questions[i], "images": [images[i]]}], n, seed + i)
-    return answers
+def ask(modality, model, images: list[str], questions: list[str], n: int, seeds: list[int], s: Settings,
+        desc: str, progress: bool) -> list[list[str]]:
+    """``n`` answers per (image path, question), greedy when ``n == 1``, question ``i`` sampled
+    from ``seeds[i]``."""
+    prompts = [{"prompt": question, "images": [image]} for image, question in zip(images, questions)]
+    return task.sample_all(modality, model, prompts, n, seeds, s.chunk, desc, progress)
+
+
+def load(s: Settings):
+    modality = modalities.get("vision_language")(max_new_tokens=s.max_new_tokens)
+    return modality, modality.load_policy(ModelSpec(path=checkpoints.require(checkpoints.LLAVA)))
 
 
 def measure(modality, model, out: Path, split: str, s: Settings, progress: bool, arm: str) -> dict:
@@ -88,11 +102,12 @@ def measure(modality, model, out: Path, split: str, s: Settings, progress: bool,
     table, truths = write_scenes(out, split, s.eval_images)
     vocabulary = load_vocabulary(VOCABULARY)
     paths = [str(out / json.loads(line)["image"]) for line in table.read_text().splitlines()]
-    captions = [a[0] for a in ask(modality, model, paths, [CAPTION_PROMPT] * len(paths), 1, 0,
-                                  f"lvlm_hallucination: {arm} captions", progress)]
+    seeds = [shapes.seed_of(split, i) for i in range(len(paths))]  # greedy: the seeds change nothing
+    captions = [a[0] for a in ask(modality, model, paths, [CAPTION_PROMPT] * len(paths), 1, seeds, s,
+                                  f"{NAME}: {arm} captions", progress)]
     questions = pope_questions(truths, vocabulary, s.pope_setting, per_image=3, seed=0)
-    said = ask(modality, model, [paths[q["index"]] for q in questions],
-               [QUESTION.format(q["object"]) for q in questions], 1, 0, f"lvlm_hallucination: {arm} POPE", progress)
+    said = ask(modality, model, [paths[q["index"]] for q in questions], [QUESTION.format(q["object"]) for q in questions],
+               1, [seeds[q["index"]] for q in questions], s, f"{NAME}: {arm} POPE", progress)
     scores = chair(captions, truths, vocabulary)
     pope = pope_scores([a[0] for a in said], [q["label"] for q in questions])
     return {"CHAIR_i": scores["CHAIR_i"], "CHAIR_s": scores["CHAIR_s"],
@@ -100,9 +115,9 @@ def measure(modality, model, out: Path, split: str, s: Settings, progress: bool,
             "POPE_yes_ratio": pope["yes_ratio"], "captions": captions, "questions": len(questions)}
 
 
-def make_pairs(modality, model, out: Path, s: Settings, progress: bool) -> tuple[Path, int]:
+def make_pairs(modality, model, out: Path, s: Settings, progress: bool) -> list[dict]:
     """Best vs worst of each prefs image's sampled captions, and of its sampled answers to
-    yes / no questions (:func:`probe_objects`), as one ``rlaif_v`` table. The questions keep
+    yes / no questions (:func:`probe_objects`), as ``rlaif_v`` rows. The questions keep
     what DPO on captions alone erodes: saying yes to what is there (POPE's recall)."""
     table, truths = write_scenes(out, "prefs", s.pair_images)
     paths = [str(out / json.loads(line)["image"]) for line in table.read_text().splitlines()]
@@ -116,17 +131,16 @@ def make_pairs(modality, model, out: Path, s: Settings, progress: bool) -> tuple
             prompts.append(prompt)
             images.append(path)
             judges.append(judge)
-    groups = ask(modality, model, images, prompts, s.samples_per_image, shapes.seed_of("prefs", 0),
-                 "lvlm_hallucination: preference pairs", progress)
+    seeds = [shapes.seed_of("prefs", i) for i in range(len(prompts))]
+    groups = ask(modality, model, images, prompts, s.samples_per_image, seeds, s, f"{NAME}: preference pairs",
+                 progress)
     rows = []
     for prompt, path, group, judge in zip(prompts, images, groups, judges):
         picked = best_vs_worst(judge(group).tolist())
         if picked is not None:
             rows.append({"image": str(Path(path).relative_to(out)), "question": prompt,
                          "chosen": group[picked[0]], "rejected": group[picked[1]]})
-    pairs = out / "pairs.jsonl"
-    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return pairs, len(rows)
+    return rows
 
 
 def probe_objects(truth: list[str], seed: int, per_side: int) -> list[tuple[str, bool]]:
@@ -141,17 +155,11 @@ def probe_objects(truth: list[str], seed: int, per_side: int) -> list[tuple[str,
 
 
 def recipe(table: Path, n_pairs: int, out: Path, s: Settings, progress: bool) -> config.Recipe:
-    return config.from_dict({
-        "model": {"modality": "vision_language", "path": checkpoints.require(checkpoints.LLAVA),
-                  "lora": {"r": s.lora_r, "alpha": 2 * s.lora_r},
-                  "options": {"max_length": 96, "max_new_tokens": s.max_new_tokens}},
-        "data": {"train": str(table), "schema": "rlaif_v"},
-        "objective": objective(s),
-        "reference": {"strategy": "adapters_off"},
-        "train": {"seed": 0, "batch_size": min(s.batch_size, n_pairs), "lr": s.lr, "max_steps": s.steps, "cpu": True,
-                  "max_grad_norm": 1.0},
-        "logging": {"output_dir": str(out / "train"), "every": 10, "tensorboard": False, "progress": progress},
-    }, source="<lvlm_hallucination demo>")
+    model = {"modality": "vision_language", "path": checkpoints.require(checkpoints.LLAVA),
+             "lora": {"r": s.lora_r, "alpha": 2 * s.lora_r},
+             "options": {"max_length": 96, "max_new_tokens": s.max_new_tokens}}
+    return task.recipe(NAME, model, {"train": str(table), "schema": "rlaif_v"}, objective(s), s, n_pairs, out,
+                       progress)
 
 
 def objective(s: Settings) -> list[dict]:
@@ -183,40 +191,14 @@ def caption_grid(out: Path, split: str, captions: list[str], path: Path, count: 
     grid.save(path)
 
 
-def shortened(s: Settings, steps: int) -> Settings:
-    """``steps`` training steps; fewer than the default also shrink the sample counts in
-    proportion (down to a handful), so tests run the whole task in seconds."""
-    if steps >= s.steps:
-        return replace(s, steps=steps)
-    scale = steps / s.steps
-    return replace(s, steps=steps, pair_images=max(4, round(s.pair_images * scale)),
-                   eval_images=max(8, round(s.eval_images * scale)))
+def grid(out: Path, split: str, measured: dict, path: Path) -> None:
+    caption_grid(out, split, measured["captions"], path)
 
 
-def run(run_dir: Path, steps: int | None = None, progress: bool = True, settings: Settings | None = None,
-        split: str = "heldout") -> list[dict]:
-    """Pairs, DPO, and CHAIR_i / CHAIR_s / POPE F1 before and after on ``split`` scenes."""
-    s = settings or Settings()
-    if steps is not None:
-        s = shortened(s, steps)
-    out = Path(run_dir) / "lvlm_hallucination"
-    out.mkdir(parents=True, exist_ok=True)
-    modality = modalities.get("vision_language")(max_new_tokens=s.max_new_tokens)
-    base = modality.load_policy(ModelSpec(path=checkpoints.require(checkpoints.LLAVA)))
-    before = measure(modality, base, out, split, s, progress, "base")
-    table, n_pairs = make_pairs(modality, base, out, s, progress)
-    if n_pairs == 0:
-        raise DataError("every sample of every prompt scored the same, so there is no preference pair",
-                        file=str(table), hint="Sample more (a larger Settings.samples_per_*) or check the base model")
-    session = train(recipe(table, n_pairs, out, s, progress), overwrite=True)
-    after = measure(session.modality, session.policy, out, split, s, progress, "aligned")
-    caption_grid(out, split, before["captions"], out / "before.png")
-    caption_grid(out, split, after["captions"], out / "after.png")
-    common = {"task": "lvlm_hallucination", "samples": s.eval_images, "pairs": n_pairs, "split": split,
-              "run_dir": str(out / "train")}
-    return [dict(common, metric="CHAIR_i", before=before["CHAIR_i"], after=after["CHAIR_i"], higher_is_better=False),
-            dict(common, metric="CHAIR_s", before=before["CHAIR_s"], after=after["CHAIR_s"], higher_is_better=False),
-            dict(common, metric="POPE_F1", before=before["POPE_F1"], after=after["POPE_F1"], higher_is_better=True,
-                 samples=before["questions"]),
-            dict(common, metric="coverage", before=before["coverage"], after=after["coverage"],
-                 higher_is_better=True)]
+def results(before: dict, after: dict, common: dict) -> list[dict]:
+    """CHAIR_i, CHAIR_s, POPE F1 and coverage, each before and after."""
+    common = dict(common, samples=len(after["captions"]))
+    better = {"CHAIR_i": False, "CHAIR_s": False, "POPE_F1": True, "coverage": True}
+    out = [dict(common, metric=m, before=before[m], after=after[m], higher_is_better=b) for m, b in better.items()]
+    out[2]["samples"] = before["questions"]  # POPE counts its questions
+    return out

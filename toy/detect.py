@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from mmalign.models.toy.shapes import BACKGROUND, COLOURS, SHAPES, SIDES
+from mmalign.toy.shapes import BACKGROUND, COLOURS, SHAPES, SIDES
 
 _NAMES = list(COLOURS)
 _PALETTE = np.array([COLOURS[c] for c in _NAMES], dtype=np.float32)

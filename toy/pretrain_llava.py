@@ -1,17 +1,17 @@
 """Pretrain the toy LLaVA of the shapes world, from scratch, on a CPU.
 
-    python -m mmalign.models.toy.pretrain_llava --out assets/toy/llava --minutes 15
+    python -m mmalign.toy.pretrain_llava --out assets/toy/llava --minutes 15
 
 Writes a transformers ``save_pretrained`` folder (``LlavaForConditionalGeneration`` in
 safetensors plus its ``LlavaProcessor``) that ``mmalign.models.llava.load_llava`` and the
 vision_language modality load from ``model.path``. The model is LLaVA-1.5-shaped (CLIP ViT,
 two-layer GELU projector, Llama decoder) at a size that trains in minutes.
 
-It learns two tasks on co-occurrence scenes (:func:`mmalign.models.toy.shapes.paired_scene`):
+It learns two tasks on co-occurrence scenes (:func:`mmalign.toy.shapes.paired_scene`):
 
 * captions, ``Please describe this image in detail.`` -> ``a red circle and a blue square .``
   (objects left to right). Like web captions that name what usually goes with what is seen,
-  a caption whose scene lacks the partner (:data:`~mmalign.models.toy.shapes.PARTNERS`) of a
+  a caption whose scene lacks the partner (:data:`~mmalign.toy.shapes.PARTNERS`) of a
   seen object names that partner anyway with probability ``--hallucination`` (0.6). The model
   learns the prior and, decoding greedily, names absent partners: object hallucination with
   the co-occurrence bias Li et al. 2023 (POPE, arXiv:2305.10355) found in large LVLMs;
@@ -41,7 +41,7 @@ from transformers import (
 )
 
 from mmalign.models.llava import CHAT_TEMPLATE, IMAGE_TOKEN
-from mmalign.models.toy import shapes
+from mmalign.toy import shapes
 
 CAPTION_PROMPT = "Please describe this image in detail."
 QUESTION = "Is there a {} in the image? Answer yes or no."
