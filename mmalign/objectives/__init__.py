@@ -13,6 +13,7 @@ from mmalign.objectives.spec import (  # noqa: F401
     log_ratios,
     names,
     objective,
+    requested_needs,
     reward_metrics,
 )
 

@@ -6,11 +6,19 @@ Recipes that are sums of published losses:
   Language Models via Mixed Preference Optimization", arXiv:2411.10442):
   ``compose([("dpo", 0.8, {}), ("bco_pair", 0.2, {}), ("sft", 1.0, {})])``;
 * RPO (Pang et al. 2024, "Iterative Reasoning Preference Optimization", arXiv:2404.19733):
-  ``compose([("dpo", 1.0, {}), ("sft", alpha, {})])``.
+  ``compose([("dpo", 1.0, {}), ("sft", alpha, {})])``;
+* CRPO of TangoFlux (Hung et al. 2024, "TangoFlux: Super Fast and Faithful Text to Audio
+  Generation with Flow Matching and Clap-Ranked Preference Optimization", arXiv:2412.21037),
+  on a flow-matching surrogate ``s = -0.5 * mse`` (``mse`` the per-sample mean squared
+  velocity error): ``L = -log sigmoid(inside) + mse_w`` with
+  ``inside = -0.5 * beta * ((mse_w - mse_w_ref) - (mse_l - mse_l_ref))``, which is
+  ``compose([("dpo", 1.0, {"beta": beta}), ("sft", 2.0, {})])``: DPO's logit
+  ``beta * ((s_w - s_w_ref) - (s_l - s_l_ref))`` is ``inside``, and ``2 * sft = -2 * s_w = mse_w``.
 
 A :class:`ComposedObjective` is called like an objective and declares, through ``.spec``,
-what a single objective declares: the union of the terms' needs, the strongest reference
-requirement (required > optional > none) and one state per term that has one.
+what a single objective declares: the union of the terms' needs, the union of their
+optional needs (less those another term requires), the strongest reference requirement
+(required > optional > none) and one state per term that has one.
 """
 from __future__ import annotations
 
@@ -70,6 +78,11 @@ class ComposedObjective:
         return frozenset().union(*(term.spec.needs_for(dict(term.params)) for term in self.terms))
 
     @property
+    def optional_needs(self) -> frozenset[str]:
+        """Needs some term uses when present and no term requires."""
+        return frozenset().union(*(term.spec.optional_needs for term in self.terms)) - self.needs
+
+    @property
     def reference(self) -> ReferenceUse:
         return max((term.spec.reference for term in self.terms), key=_STRENGTH.__getitem__)
 
@@ -80,7 +93,8 @@ class ComposedObjective:
         citations = dict.fromkeys(term.spec.citation for term in self.terms if term.spec.citation)
         return ObjectiveSpec(name=self.name, fn=self, needs=self.needs, reference=self.reference,
                              make_state=self.make_state if stateful else None,
-                             paired=self.terms[0].spec.paired, citation="; ".join(citations))
+                             paired=self.terms[0].spec.paired, citation="; ".join(citations),
+                             optional_needs=self.optional_needs)
 
     def make_state(self) -> nn.ModuleDict:
         """One state module per stateful term, keyed by the term's key."""

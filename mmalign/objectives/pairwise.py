@@ -28,7 +28,7 @@ from mmalign.surrogate import ObjectiveOutput, Surrogate
            "f-DPO: Wang et al. 2023, Beyond Reverse KL (arXiv:2309.16240)")
 def dpo(policy: Surrogate, reference: Surrogate, ctx: Context | None = None, *,
         beta: float = 0.1, label_smoothing: float = 0.0, divergence: str = "reverse_kl",
-        alpha: float = 0.5) -> ObjectiveOutput:
+        alpha: float = 0.5, max_margin: float | None = None) -> ObjectiveOutput:
     """DPO, sigmoid loss (Rafailov et al. 2023, arXiv:2305.18290, eq. 7), with f-DPO's
     divergences (Wang et al. 2023, arXiv:2309.16240).
 
@@ -38,15 +38,36 @@ def dpo(policy: Surrogate, reference: Surrogate, ctx: Context | None = None, *,
     plain DPO. ``eps = label_smoothing`` gives conservative DPO (Mitchell 2023). The other
     divergences (``forward_kl``, ``js``, ``alpha`` with ``alpha``) are in
     :mod:`mmalign.objectives.fdivergence`. Implicit rewards are ``beta * f'(u)``.
+
+    On a diffusion surrogate ``s = -0.5 * mse`` this is Diffusion-DPO (Wallace et al. 2023,
+    arXiv:2311.12908) and, on velocity errors, flow-matching DPO (Liu et al. 2025,
+    arXiv:2501.13918): ``h = -0.5 * beta * ((mse_w - mse_w_ref) - (mse_l - mse_l_ref))``.
+
+    ``max_margin`` (default None: plain DPO) caps the logit entering the loss,
+    ``loss = -(1 - eps) * log sigmoid(min(h, m)) - eps * log sigmoid(-min(h, m))``: a pair
+    whose margin exceeds ``m`` gets no gradient, so the loss stops pushing the rejected
+    sample's likelihood down once the pair is won by ``m``. DPO's incentive to unlearn the
+    rejected sample is otherwise unbounded; with diffusion surrogates, where one sample's
+    error can grow without limit, this is what collapses on-policy flow-matching DPO: the
+    SimpleTuner trainer caps the positive margin in its on-policy Flow-DPO after such a
+    collapse, and flow_grpo's FLUX DPO runs spiked at low beta. With ``eps > 0`` the cap also
+    removes label smoothing's pull back on pairs past it. The logged rewards and margins are
+    the uncapped ones; ``margin_capped`` is the fraction of pairs past the cap.
     """
     require_positive("dpo", beta=beta)
     require_in("dpo", "label_smoothing", label_smoothing, 0.0, 1.0, closed_high=True)
     check_divergence("dpo", divergence, alpha)
+    if max_margin is not None:
+        require_positive("dpo", max_margin=max_margin)
     chosen_lr, rejected_lr = pair_log_ratios(policy, reference, "dpo")
     chosen_reward = beta * f_prime(chosen_lr, divergence, alpha)
     rejected_reward = beta * f_prime(rejected_lr, divergence, alpha)
-    loss = smoothed_logistic(chosen_reward - rejected_reward, label_smoothing)
-    return pair_output(policy, loss, chosen_reward, rejected_reward)
+    h = chosen_reward - rejected_reward
+    if max_margin is None:
+        return pair_output(policy, smoothed_logistic(h, label_smoothing), chosen_reward, rejected_reward)
+    loss = smoothed_logistic(torch.clamp(h, max=max_margin), label_smoothing)
+    return pair_output(policy, loss, chosen_reward, rejected_reward,
+                       margin_capped=(h.detach() > max_margin).to(h.dtype))
 
 
 @objective("robust", citation="Chowdhury et al. 2024, Provably Robust DPO (arXiv:2403.00409)")

@@ -15,6 +15,15 @@ Needs vocabulary:
 * ``terms:<name>``: a named extra ``[B]`` log-likelihood in ``Surrogate.terms``;
 * ``fields:<name>``: a per-row batch field from the data (``ctx.fields[name]``);
 * ``label``: unpaired rows with desirable / undesirable labels.
+
+Required and optional needs. ``needs`` are required: :func:`mmalign.modality.check_needs`
+refuses, at config time, a modality that does not list one of them in ``supported_needs``.
+``optional_needs`` are used when present and done without otherwise, so they are never
+refused: ``sft`` takes the per-token mean when the surrogate carries token units and the
+per-sample surrogate itself when it does not (a diffusion model's), so ``dpo + 2 * sft`` runs
+on token and diffusion modalities alike. :func:`requested_needs` is what to ask a modality
+for: the required needs and the optional ones it supports. (The built-in token modalities
+fill units and masks whatever the needs say.)
 """
 from __future__ import annotations
 
@@ -62,6 +71,8 @@ class ObjectiveSpec:
     citation: str = ""
     #: needs that depend on the parameters (IPO needs lengths only when normalising)
     needs_fn: Callable[[dict[str, Any]], frozenset[str]] | None = None
+    #: needs used when the modality fills them and done without otherwise (never refused)
+    optional_needs: frozenset[str] = frozenset()
 
     def needs_for(self, params: dict[str, Any]) -> frozenset[str]:
         return frozenset(self.needs_fn(params)) if self.needs_fn is not None else self.needs
@@ -74,16 +85,18 @@ class ObjectiveSpec:
 def objective(name: str, *, needs: tuple[str, ...] | frozenset[str] = (),
               reference: ReferenceUse = "required", make_state: Callable[[], nn.Module] | None = None,
               paired: bool = True, citation: str = "",
-              needs_fn: Callable[[dict[str, Any]], frozenset[str]] | None = None):
+              needs_fn: Callable[[dict[str, Any]], frozenset[str]] | None = None,
+              optional_needs: tuple[str, ...] | frozenset[str] = ()):
     """Register ``fn`` as objective ``name``; ``fn.spec`` holds the declaration.
 
     ``needs`` are what it needs with its default parameters; ``needs_fn(params)``, when
-    given, says what it needs with the recipe's parameters."""
+    given, says what it needs with the recipe's parameters. ``optional_needs`` are what it
+    uses when a modality provides them and does without otherwise."""
 
     def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
         spec = ObjectiveSpec(name=name, fn=fn, needs=frozenset(needs), reference=reference,
                              make_state=make_state, paired=paired, citation=citation,
-                             needs_fn=needs_fn)
+                             needs_fn=needs_fn, optional_needs=frozenset(optional_needs))
         fn.spec = spec  # type: ignore[attr-defined]
         _registry.register(name, spec)
         return fn
@@ -102,6 +115,16 @@ def get(name: str) -> Callable[..., Any]:
 
 def names() -> list[str]:
     return _registry.names()
+
+
+def requested_needs(needs: frozenset[str], optional_needs: frozenset[str],
+                    supported_needs: frozenset[str]) -> frozenset[str]:
+    """What to ask a modality for: every required need, and each optional need that the
+    modality lists in ``supported_needs`` (a ``terms:*`` entry there supports every term)."""
+    supported = frozenset(supported_needs)
+    filled = {n for n in optional_needs
+              if n in supported or (n.startswith("terms:") and "terms:*" in supported)}
+    return frozenset(needs) | filled
 
 
 # -- helpers every objective uses ---------------------------------------------------------
@@ -124,7 +147,16 @@ def check_paired(policy, reference=None, name: str = "this objective") -> None:
 
 
 def reward_metrics(policy, chosen_reward: Tensor, rejected_reward: Tensor | None) -> dict[str, Tensor]:
-    """The metrics every objective reports. A tie counts 0.5 toward accuracy."""
+    """The metrics every objective reports. A tie counts 0.5 toward accuracy.
+
+    On pairs, besides the mean margin ``rewards/margins``, its spread over the batch's pairs:
+    ``rewards/margins_min``, ``rewards/margins_p50`` (the median) and ``rewards/margins_max``
+    (a few pairs with runaway margins hide behind a modest mean). They are statistics of one
+    micro-batch on one process, computed on the device without a host sync; the trainer logs
+    their mean over the micro-batches of a step and over processes (order statistics of a
+    batch cannot be combined exactly from those of its parts), so read them as "the smallest,
+    median and largest margin of a typical micro-batch".
+    """
     metrics = {"rewards/chosen": chosen_reward.detach().mean(),
                "logps/chosen": policy.chosen.detach().mean()}
     if rejected_reward is not None:
@@ -136,7 +168,19 @@ def reward_metrics(policy, chosen_reward: Tensor, rejected_reward: Tensor | None
             "rewards/accuracies": accuracy.mean(),
             "logps/rejected": policy.rejected.detach().mean(),
         })
+        metrics.update(margin_spread(margin))
     return metrics
+
+
+def margin_spread(margin: Tensor) -> dict[str, Tensor]:
+    """Smallest, median and largest value of ``margin`` (any shape, at least one value):
+    ``rewards/margins_{min,p50,max}``. The median of an even count is the mean of the two
+    middle values. Sorting and indexing by a host-known position keep it on the device."""
+    ordered = margin.detach().flatten().sort().values
+    n = ordered.shape[0]
+    return {"rewards/margins_min": ordered[0],
+            "rewards/margins_p50": 0.5 * (ordered[(n - 1) // 2] + ordered[n // 2]),
+            "rewards/margins_max": ordered[n - 1]}
 
 
 def log_ratios(policy, reference) -> tuple[Tensor, Tensor]:

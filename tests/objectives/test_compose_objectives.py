@@ -80,7 +80,8 @@ def test_rpo_is_dpo_plus_alpha_sft():
 
 def test_the_sum_declares_union_of_needs_strongest_reference_and_per_term_state():
     spec = mpo().spec
-    assert spec.needs == {"token_logps"}
+    # sft uses token units when the modality has them (optional need), so no term requires them
+    assert spec.needs == set() and spec.optional_needs == {"token_logps"}
     assert spec.reference == "required"
     state = spec.make_state()
     assert list(state.keys()) == ["bco_pair"] and isinstance(state["bco_pair"], RewardShift)
@@ -141,3 +142,6 @@ def test_needs_follow_parameters():
 
     assert "token_logps" in compose([("ipo", 1.0, {})]).needs
     assert "token_logps" not in compose([("ipo", 1.0, {"normalize": False})]).needs
+    # an optional need another term requires is simply required
+    both = compose([("ipo", 1.0, {}), ("sft", 1.0, {})])
+    assert both.needs == {"token_logps"} and both.optional_needs == set()

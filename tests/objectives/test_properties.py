@@ -5,7 +5,8 @@ the generic properties without editing this file. Inputs are built from the obje
 declared needs and nothing more (per-token terms and masks for ``token_logps``, vocabulary
 log-probs for ``vocab_logps``, hidden states for ``hidden``, named ``[B]`` log-likelihoods for
 ``terms:<name>``, batch fields for ``fields:<name>``, labels for unpaired rows, a state from
-``make_state``), so an objective that reads something it did not declare fails here.
+``make_state``), so an objective that reads something it did not declare fails here. Its
+optional needs are filled or left out at random: both must work.
 
 Per-token log-probs are float32 values in [-50, 0]; the surrogates are their masked sums,
 so sequence log-likelihoods reach -200 and log-ratios +-200. Padding positions hold values
@@ -60,7 +61,8 @@ PROPERTY_SETTINGS = settings(max_examples=40, deadline=None, database=None,
 #: paths the defaults do not reach
 EXTRA_PARAMS: dict[str, list[dict[str, Any]]] = {
     "dpo": [{"divergence": "forward_kl"}, {"divergence": "js"},
-            {"divergence": "alpha", "alpha": 0.3}, {"label_smoothing": 0.2}],
+            {"divergence": "alpha", "alpha": 0.3}, {"label_smoothing": 0.2},
+            {"max_margin": 1.0}, {"max_margin": 0.5, "label_smoothing": 0.2}],
     "ipo": [{"normalize": False}],
     "tdpo": [{"variant": "tdpo1"}],
     "sparsepo": [{"mask_source": "reference"}, {"independent_masks": True}],
@@ -220,7 +222,7 @@ def test_loss_and_policy_gradient_are_finite(name, params, data):
     A nan here usually comes from ``where`` over a branch that is infinite where it is not
     selected (its gradient is ``0 * inf``), or from an exp or division without a guard."""
     spec = get_spec(name)
-    needs = spec.needs_for(params)
+    needs = spec.needs_for(params) | (spec.optional_needs if data.draw(st.booleans()) else frozenset())
     raw = data.draw(raw_batches(needs, spec.paired))
     torch.manual_seed(raw["seed"])  # lazily built state (SparsePO's heads) draws its weights
     state = fresh_state(name)
@@ -351,7 +353,9 @@ def _orpo_offset(c: Call) -> torch.Tensor:
 LAWS: dict[str, Callable[[Call, Call], None]] = {
     # DPO (Rafailov et al. 2023), and f-DPO: loss = -(1-eps) log s(M) - eps log s(-M) with
     # M = beta * (f'(u_w) - f'(u_l)) the reward margin
-    "dpo": margin_law(lambda m, p: smoothed(m, p["label_smoothing"])),
+    # with max_margin the logit entering the loss is min(M, max_margin)
+    "dpo": margin_law(lambda m, p: smoothed(m if p["max_margin"] is None else m.clamp(max=p["max_margin"]),
+                                            p["label_smoothing"])),
     # robust DPO: [-(1-eps) log s(M) + eps log s(-M)] / (1 - 2 eps)
     "robust": margin_law(lambda m, p: (-(1 - p["label_smoothing"]) * logsig(m)
                                        + p["label_smoothing"] * logsig(-m)) / (1 - 2 * p["label_smoothing"])),
@@ -429,7 +433,7 @@ def defaults(name: str) -> dict[str, Any]:
 def test_swapping_chosen_and_rejected(name, params, data):
     """Rewards exchange places (the margin flips sign), then the objective's own law."""
     spec = get_spec(name)
-    needs = spec.needs_for(params)
+    needs = spec.needs_for(params) | (spec.optional_needs if data.draw(st.booleans()) else frozenset())
     raw = data.draw(raw_batches(needs, spec.paired))
     torch.manual_seed(raw["seed"])
     state = fresh_state(name)
@@ -452,6 +456,10 @@ def test_swapping_chosen_and_rejected(name, params, data):
         torch.testing.assert_close(swapped.out.rejected_reward, given_call.out.chosen_reward, **TOL)
         torch.testing.assert_close(swapped.out.metrics["rewards/margins"],
                                    -given_call.out.metrics["rewards/margins"], **TOL)
+        # the spread of the margins mirrors: the smallest becomes minus the largest
+        for low, high in (("min", "max"), ("p50", "p50"), ("max", "min")):
+            torch.testing.assert_close(swapped.out.metrics[f"rewards/margins_{low}"],
+                                       -given_call.out.metrics[f"rewards/margins_{high}"], **TOL)
     if name == "bco_pair":
         torch.testing.assert_close(swapped.out.metrics["reward_shift"],
                                    given_call.out.metrics["reward_shift"], **TOL)
