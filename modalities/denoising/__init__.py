@@ -4,6 +4,9 @@ Not a modality (nothing here registers): plugins import these small modules.
 
 * :mod:`.draw`: per-row draws of the timestep, the noise and the latent sample; timestep
   samplers (uniform, logit-normal, shifted);
+* :mod:`.flow_time`: rectified-flow training times (Esser et al. 2024, SD3, arXiv:2403.03206):
+  densities of ``u`` (uniform, logit-normal, mode) drawn as diffusers draws them, and the shift a
+  ``FlowMatchEulerDiscreteScheduler`` config prescribes (static, or FLUX's resolution-dependent one);
 * :mod:`.targets`: the noisy input and the regression target of each prediction type
   (epsilon, v, sample, rectified-flow velocity);
 * :mod:`.surrogate`: the per-sample surrogate ``-0.5 * mean((prediction - target)**2)``
