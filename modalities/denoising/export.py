@@ -42,14 +42,20 @@ def export_denoiser(model: nn.Module, out_dir: str, card: str, pipeline_cls: typ
 
 
 def export_lora(model: nn.Module, out: Path, name: str, pipeline_cls: type, component: str) -> list[Path]:
-    """Adapter ``name`` as the pipeline's LoRA file (keys converted from peft's to diffusers',
-    as the diffusers training scripts do) and as a peft adapter folder."""
+    """Adapter ``name`` as the pipeline's LoRA file and as a peft adapter folder.
+
+    A UNet's keys are converted from peft's to diffusers' (as the SD / SDXL training scripts
+    do); a transformer's stay peft's, as the SD3 / FLUX scripts save them: the conversion maps
+    ``to_q.lora_A`` to the old attention-processor names, which a transformer's loader no
+    longer matches, so the adapter would load half-applied."""
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
 
     state = get_peft_model_state_dict(model, adapter_name=name)
     config = adapters.adapter_configs(model)[name]
-    layers = {f"{component}_lora_layers": convert_state_dict_to_diffusers(state),
+    if component == "unet":
+        state = convert_state_dict_to_diffusers(state)
+    layers = {f"{component}_lora_layers": state,
               f"{component}_lora_adapter_metadata": config.to_dict()}
     pipeline_cls.save_lora_weights(str(out), weight_name=LORA_FILE, safe_serialization=True, **layers)
     return [out / LORA_FILE, *adapters.save_adapter(model, out / "peft_adapter", name)]

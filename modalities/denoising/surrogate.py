@@ -11,6 +11,7 @@ squared errors, so ``beta`` keeps its meaning (5000 for SD 1.5 and SDXL).
 """
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from mmalign.surrogate import Surrogate
@@ -22,8 +23,10 @@ KL_MISMATCHED = "kl_mismatched"
 def per_sample(prediction: Tensor, target: Tensor) -> Tensor:
     """``s = -0.5 * mean((prediction - target)^2)`` ``[N]``: the mean runs over every non-batch
     dim (``[C, H, W]`` of an image latent, ``[C, F, H, W]`` of a video latent), the reduction
-    of Wallace et al. 2023's reference implementation; computed in float32."""
-    err = (prediction.float() - target.float()).pow(2)
+    of Wallace et al. 2023's reference implementation; computed in float32 (float64 inputs
+    stay float64, for golden-value tests)."""
+    dtype = torch.promote_types(torch.promote_types(prediction.dtype, target.dtype), torch.float32)
+    err = (prediction.to(dtype) - target.to(dtype)).pow(2)
     return -0.5 * err.mean(dim=tuple(range(1, err.ndim)))
 
 

@@ -8,7 +8,7 @@ bytes; with ``crop: random`` also its sample id, which draws the crop), holding
 * ``mean``, ``logvar`` ``[S, F, C, h, w]``: the VAE posterior of each image (winner first),
   kept as a distribution so that training still samples a fresh latent each step; ``F`` is 2
   with ``random_flip`` (both flips cached, the draw picks one) and 1 otherwise;
-* ``prompt_embeds`` ``[L, D]``; SDXL: ``pooled`` ``[P]`` and ``time_ids`` ``[6]``;
+* ``prompt_embeds`` ``[L, D]``; SDXL, SD3 and FLUX: ``pooled`` ``[P]``; SDXL: ``time_ids`` ``[6]``;
 
 and the entry ``empty_prompt``: the empty prompt's conditioning, for caption dropout.
 The crop is fixed when the cache is written: the center, or with ``crop: random`` one crop
@@ -23,13 +23,11 @@ import torch
 
 from mmalign.data.io import RowRef
 from mmalign.modality import row_generator
-from mmalign.models.diffusion import DiffusionParts
-
 from mmalign.modalities import frozen_cache
 from mmalign.modalities.frozen_cache import FrozenCache
-from mmalign.modalities.image_diffusion.encode import empty_prompt, encode_prompts, latent_distribution, time_ids
+from mmalign.modalities.image_diffusion.encode import Encoders, time_ids
 from mmalign.modalities.image_diffusion.images import decode_rgb, pair_pixels
-from mmalign.modalities.image_diffusion.options import DiffusionOptions
+from mmalign.modalities.image_diffusion.options import ImageOptions
 
 logger = logging.getLogger("mmalign.image_diffusion")
 VERSION = 2
@@ -37,38 +35,41 @@ CHUNK = 8
 EMPTY = "empty_prompt"
 
 
-def open_cache(cache_dir: str, parts: DiffusionParts, options: DiffusionOptions) -> FrozenCache:
-    """The cache of these frozen models under this preprocessing."""
+def open_cache(cache_dir: str, encoders: Encoders, options: ImageOptions, name: str = "image_diffusion") -> FrozenCache:
+    """The cache of these frozen models under this preprocessing, in ``cache_dir/<name>``."""
     config = {"version": VERSION, "resolution": options.resolution, "crop": options.crop,
-              "random_flip": options.random_flip, "force_zeros": parts.force_zeros_for_empty_prompt}
+              "random_flip": options.random_flip, **encoders.config}
     dtype = getattr(torch, options.cache_dtype) if options.cache_dtype else None
-    weights = frozen_cache.weights_hash(parts.frozen_modules())
-    return FrozenCache.open(cache_dir, "image_diffusion", weights, config, dtype)
+    weights = frozen_cache.weights_hash(encoders.modules)
+    return FrozenCache.open(cache_dir, name, weights, config, dtype)
 
 
-def record_key(record: dict, options: DiffusionOptions) -> list[bytes | str]:
+def record_key(record: dict, options: ImageOptions) -> list[bytes | str]:
     """What a record's entry depends on: its prompt and image bytes, and with random crops
     the sample id its crop is drawn from."""
     crop = [record["sample_id"]] if options.crop == "random" else []
     return ["record", record["prompt"], *record["images"], *crop]
 
 
-def write_cache(records: list[dict], cache_dir: str, parts: DiffusionParts, options: DiffusionOptions) -> list[dict]:
+def write_cache(records: list[dict], cache_dir: str, encoders: Encoders, options: ImageOptions,
+                name: str = "image_diffusion") -> list[dict]:
     """Encode every record not cached yet; return the records, each with its ``cache_file``."""
-    cache = open_cache(cache_dir, parts, options)
-    cache.get_or_compute(EMPTY, lambda: {k: v[0] for k, v in empty_prompt(parts).items()})
+    cache = open_cache(cache_dir, encoders, options, name)
+    cache.get_or_compute(EMPTY, lambda: {k: v[0] for k, v in encoders.empty().items()})
     todo = _missing(records, cache, options)
     for start in range(0, len(todo), CHUNK):
-        _encode_chunk(todo[start:start + CHUNK], cache, parts, options)
+        _encode_chunk(todo[start:start + CHUNK], cache, encoders, options)
     if options.random_flip:
         logger.info("cache %s: both flips of every image cached; the draw picks one per step", cache.folder)
     if options.crop == "random":
         logger.info("cache %s: random crops are fixed once per record when cached", cache.folder)
-    logger.info("cache %s: %d records, %d newly encoded", cache.folder, len(records), len(todo))
+    size = sum(f.stat().st_size for f in cache.folder.glob("*.safetensors"))
+    logger.info("cache %s: %d records, %d newly encoded, %.1f MiB on disk (%s)", cache.folder, len(records),
+                len(todo), size / 2**20, options.cache_dtype or "stored as computed")
     return [dict(r, cache_file=str(cache.path(record_key(r, options)))) for r in records]
 
 
-def _missing(records: list[dict], cache: FrozenCache, options: DiffusionOptions) -> list[dict]:
+def _missing(records: list[dict], cache: FrozenCache, options: ImageOptions) -> list[dict]:
     """The records whose entry is not cached yet, one per entry (equal content encodes once)."""
     missing = {}
     for r in records:
@@ -78,7 +79,7 @@ def _missing(records: list[dict], cache: FrozenCache, options: DiffusionOptions)
     return list(missing.values())
 
 
-def _crop_for(record: dict, options: DiffusionOptions) -> tuple[float, float]:
+def _crop_for(record: dict, options: ImageOptions) -> tuple[float, float]:
     if options.crop == "center":
         return 0.5, 0.5
     u = torch.rand(2, generator=row_generator(0, record["sample_id"], 0, "image_diffusion/cache_crop"))
@@ -86,7 +87,7 @@ def _crop_for(record: dict, options: DiffusionOptions) -> tuple[float, float]:
 
 
 @torch.no_grad()
-def _encode_chunk(records: list[dict], cache: FrozenCache, parts: DiffusionParts, options: DiffusionOptions) -> None:
+def _encode_chunk(records: list[dict], cache: FrozenCache, encoders: Encoders, options: ImageOptions) -> None:
     flips = (False, True) if options.random_flip else (False,)
     pixels, ids = [], []
     for r in records:
@@ -98,13 +99,13 @@ def _encode_chunk(records: list[dict], cache: FrozenCache, parts: DiffusionParts
         ids.append(time_ids(per_flip[0][1], per_flip[0][2], options.resolution))
     stacked = torch.stack(pixels)  # [N, S, F, 3, R, R]
     lead = stacked.shape[:3]
-    mean, logvar = latent_distribution(parts, stacked.flatten(0, 2))
-    text = encode_prompts(parts, [r["prompt"] for r in records])
+    mean, logvar = encoders.latents(stacked.flatten(0, 2))
+    text = encoders.prompts([r["prompt"] for r in records])
     for i, r in enumerate(records):
         tensors = {"mean": mean.unflatten(0, lead)[i], "logvar": logvar.unflatten(0, lead)[i],
-                   "prompt_embeds": text["prompt_embeds"][i]}
-        if parts.is_sdxl:
-            tensors.update(pooled=text["pooled"][i], time_ids=ids[i])
+                   **{key: value[i] for key, value in text.items()}}
+        if encoders.time_ids:
+            tensors.update(time_ids=ids[i])
         cache.put(record_key(r, options), tensors)
 
 

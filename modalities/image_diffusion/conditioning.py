@@ -12,10 +12,9 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from mmalign.models.diffusion import DiffusionParts
 from mmalign.surrogate import Batch, Draw
 
-from mmalign.modalities.image_diffusion.encode import encode_prompts, latent_distribution, time_ids
+from mmalign.modalities.image_diffusion.encode import Encoders, time_ids
 from mmalign.modalities.image_diffusion.images import pair_pixels
 
 
@@ -64,7 +63,7 @@ def from_cache(inputs: dict, draw: Draw, empty: dict[str, Tensor]) -> Frozen:
     return apply_dropout(frozen, draw["drop"], empty)
 
 
-def compute(parts: DiffusionParts, inputs: dict, draw: Draw, resolution: int, empty: dict[str, Tensor]) -> Frozen:
+def compute(encoders: Encoders, inputs: dict, draw: Draw, resolution: int, empty: dict[str, Tensor]) -> Frozen:
     """Run the VAE once on all images of the batch and the text encoders once on its prompts."""
     pixels, ids = [], []
     for i, images in enumerate(inputs["images"]):
@@ -74,11 +73,11 @@ def compute(parts: DiffusionParts, inputs: dict, draw: Draw, resolution: int, em
         ids.append(time_ids(original, top_left, resolution))
     stacked = torch.stack(pixels)  # [B, S, 3, R, R]
     b, s = stacked.shape[:2]
-    mean, logvar = latent_distribution(parts, stacked.flatten(0, 1))
-    text = encode_prompts(parts, list(inputs["prompts"]))
+    mean, logvar = encoders.latents(stacked.flatten(0, 1))
+    text = encoders.prompts(list(inputs["prompts"]))
     frozen = Frozen(mean=mean.unflatten(0, (b, s)), logvar=logvar.unflatten(0, (b, s)),
                     prompt_embeds=text["prompt_embeds"], pooled=text.get("pooled"),
-                    time_ids=torch.stack(ids) if parts.is_sdxl else None)
+                    time_ids=torch.stack(ids) if encoders.time_ids else None)
     return apply_dropout(frozen, draw["drop"], empty)
 
 

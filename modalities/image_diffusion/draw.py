@@ -10,12 +10,13 @@ pair share every value, as in Wallace et al. 2023 (Diffusion-DPO, arXiv:2311.129
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
 from mmalign.surrogate import Batch, Draw
 
-from mmalign.modalities.denoising.draw import denoising_values, per_row, uniform_timestep
+from mmalign.modalities.denoising.draw import TimestepSampler, denoising_values, per_row, uniform_timestep
 
 SALT = "image_diffusion"
 
@@ -24,23 +25,28 @@ SALT = "image_diffusion"
 class DrawShape:
     """What a draw needs to know about the model and the options."""
 
-    latent_shape: tuple[int, int, int]  # (C, h, w) of the UNet input
+    latent_shape: tuple[int, int, int]  # (C, h, w) of the denoiser's input
     num_train_timesteps: int
     caption_dropout: float
     random_flip: bool
     random_crop: bool
+    #: the timestep density; uniform over ``num_train_timesteps`` when None (DDPM training)
+    sample_t: Optional[TimestepSampler] = None
+
+    def sampler(self) -> TimestepSampler:
+        return self.sample_t or uniform_timestep(self.num_train_timesteps)
 
 
-def forward_draw(batch: Batch, seed: int, shape: DrawShape) -> Draw:
-    """Per-row ``timesteps`` ``[B]`` (uniform over the training schedule), ``noise`` and
+def forward_draw(batch: Batch, seed: int, shape: DrawShape, salt: str = SALT) -> Draw:
+    """Per-row ``timesteps`` ``[B]`` (from ``shape``'s sampler), ``noise`` and
     ``latent_eps`` ``[B, C, h, w]`` (the latter samples the VAE posterior), ``drop`` and
     ``flip`` ``[B]`` booleans, ``crop`` ``[B, 2]`` fractions of the free room (0.5 = center)."""
-    return per_row(batch.sample_id, seed, batch.epoch, SALT, lambda gen: _row(gen, shape))
+    return per_row(batch.sample_id, seed, batch.epoch, salt, lambda gen: _row(gen, shape))
 
 
 def _row(gen: torch.Generator, shape: DrawShape) -> dict[str, torch.Tensor]:
     # always draw every value in this order, so turning one option on never shifts the others
-    values = denoising_values(gen, shape.latent_shape, uniform_timestep(shape.num_train_timesteps))
+    values = denoising_values(gen, shape.latent_shape, shape.sampler())
     drop = torch.rand((), generator=gen) < shape.caption_dropout
     flip = (torch.rand((), generator=gen) < 0.5) & shape.random_flip
     crop = torch.rand(2, generator=gen) if shape.random_crop else torch.full((2,), 0.5)

@@ -2,16 +2,50 @@
 
 These mirror what ``StableDiffusionPipeline`` / ``StableDiffusionXLPipeline`` feed the UNet,
 so a model trained on them samples correctly in those pipelines.
+
+:class:`Encoders` is what the cache (``cache.py``) and the step (``conditioning.py``) need of a
+text-to-image model's frozen parts, as plain functions: SD 1.5 / SDXL give theirs through
+:func:`sd_encoders`; the flow-matching sibling plugin (``image_flow``: SD3, FLUX) its own.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from mmalign.models.diffusion import DiffusionParts
 
 
-def _device(module: torch.nn.Module) -> torch.device:
+@dataclass(frozen=True)
+class Encoders:
+    """A text-to-image model's frozen work.
+
+    * ``prompts(list[str])``: ``{"prompt_embeds": [B, L, D]}`` and, where the model has one, a
+      pooled embedding ``"pooled": [B, P]``;
+    * ``empty()``: what the pipeline conditions the empty prompt on, ``[1, ...]`` each;
+    * ``latents(pixels [N, 3, R, R] in [-1, 1])``: the VAE posterior ``(mean, logvar)``;
+    * ``modules``: the frozen networks (their weights key the cache); ``config``: anything else
+      the encodings depend on; ``time_ids``: whether the model takes SDXL's micro-conditioning.
+    """
+
+    prompts: Callable[[list[str]], dict[str, Tensor]]
+    empty: Callable[[], dict[str, Tensor]]
+    latents: Callable[[Tensor], tuple[Tensor, Tensor]]
+    modules: list[nn.Module]
+    config: dict[str, Any] = field(default_factory=dict)
+    time_ids: bool = False
+
+
+def sd_encoders(parts: DiffusionParts) -> Encoders:
+    """The :class:`Encoders` of an SD 1.5 / SDXL model."""
+    return Encoders(prompts=lambda prompts: encode_prompts(parts, prompts), empty=lambda: empty_prompt(parts),
+                    latents=lambda pixels: latent_distribution(parts, pixels), modules=parts.frozen_modules(),
+                    config={"force_zeros": parts.force_zeros_for_empty_prompt}, time_ids=parts.is_sdxl)
+
+
+def _device(module: nn.Module) -> torch.device:
     return next(module.parameters()).device
 
 
@@ -62,7 +96,12 @@ def latent_distribution(parts: DiffusionParts, pixels: Tensor) -> tuple[Tensor, 
     Kept as a distribution rather than one sample so that training still draws a fresh
     latent per step (``mean + exp(logvar / 2) * eps``), as the SD training scripts do.
     """
-    vae = parts.vae
+    return vae_posterior(parts.vae, pixels)
+
+
+@torch.no_grad()
+def vae_posterior(vae, pixels: Tensor) -> tuple[Tensor, Tensor]:
+    """``(mean, logvar)`` of an ``AutoencoderKL``'s posterior of ``pixels``."""
     dist = vae.encode(pixels.to(_device(vae), vae.dtype)).latent_dist
     return dist.mean, dist.logvar
 

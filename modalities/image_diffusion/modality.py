@@ -18,19 +18,17 @@ from PIL import Image
 from torch import nn
 
 from mmalign.data.checks import RowChecks
-from mmalign.data.io import RowRef
-from mmalign.errors import ConfigError, DataError
+from mmalign.errors import ConfigError
 from mmalign.modality import ModelSpec, normalize_seeds
 from mmalign.models import diffusion as builders
 from mmalign.surrogate import Batch, Draw, Surrogate
 
 from mmalign.modalities.image_diffusion.example import example
-from mmalign.modalities.image_diffusion import cache as diffusion_cache
+from mmalign.modalities.image_diffusion import batches, cache as diffusion_cache
 from mmalign.modalities.image_diffusion import conditioning
 from mmalign.modalities.image_diffusion.draw import DrawShape, forward_draw
-from mmalign.modalities.image_diffusion.encode import empty_prompt, is_truncated
+from mmalign.modalities.image_diffusion.encode import Encoders, empty_prompt, is_truncated, sd_encoders
 from mmalign.modalities.image_diffusion.export import export_unet
-from mmalign.modalities.image_diffusion.images import decode_rgb
 from mmalign.modalities.image_diffusion.inversion import grid_indices, inversion_draw
 from mmalign.modalities.image_diffusion.options import DiffusionOptions, parse_options
 from mmalign.modalities.image_diffusion.records import load_records
@@ -58,6 +56,7 @@ class ImageDiffusionModality:
         self.counts: Counter = Counter()
         self.spec: ModelSpec | None = None
         self._empty: dict[str, torch.Tensor] | None = None
+        self.encoders: Encoders | None = None
 
     # -- model -------------------------------------------------------------------------
     def load_policy(self, spec: ModelSpec) -> nn.Module:
@@ -75,6 +74,7 @@ class ImageDiffusionModality:
         for module in parts.frozen_modules():
             module.requires_grad_(False).eval()
         self.parts, self._empty, self.spec = parts, None, spec
+        self.encoders = sd_encoders(parts)
         return unet
 
     def load_unet(self, spec: ModelSpec) -> nn.Module:
@@ -113,32 +113,18 @@ class ImageDiffusionModality:
         checks.counts.update(counts)
         return records
 
-    @staticmethod
-    def pair_identical(record: dict[str, Any]) -> bool:
-        """A pair of two images with the same bytes prefers nothing (for the data checks)."""
-        images = record.get("images") or []
-        return len(images) == 2 and images[0] == images[1]
+    pair_identical = staticmethod(batches.pair_identical)  # for the data checks
 
     def prepare(self, records: list[dict[str, Any]], cache_dir: str) -> list[dict[str, Any]]:
         """With ``cache: true``, encode every record once into ``cache_dir`` (see ``cache.py``)."""
         if not self.options.cache:
             logger.info("cache: false; the VAE and text encoders run at every step")
             return list(records)
-        return diffusion_cache.write_cache(list(records), cache_dir, self._parts(), self.options)
+        self._parts()
+        return diffusion_cache.write_cache(list(records), cache_dir, self.encoders, self.options)
 
     def collate(self, records: Sequence[dict[str, Any]]) -> Batch:
-        sides = {len(r["images"]) for r in records}
-        if len(sides) != 1:
-            raise DataError("a batch mixes paired and unpaired rows", file=records[0]["file"],
-                            hint="Use one schema and one model.options.pairing per data file")
-        inputs: dict[str, Any] = {"prompts": [r["prompt"] for r in records]}
-        if all("cache_file" in r for r in records):
-            inputs.update(diffusion_cache.read_cached(list(records)), cached=True,
-                          empty=diffusion_cache.read_empty(records[0]["cache_file"]))
-        else:
-            inputs.update(cached=False, images=[
-                [decode_rgb(data, RowRef(r["file"], r["row"]), "image")[0] for data in r["images"]] for r in records])
-        return Batch(inputs=inputs, sample_id=[r["sample_id"] for r in records], fields=_fields(records, sides))
+        return batches.collate(records)
 
     # -- a step ------------------------------------------------------------------------
     def draws_per_epoch(self, needs: frozenset[str]) -> bool:
@@ -175,7 +161,7 @@ class ImageDiffusionModality:
         def compute() -> conditioning.Frozen:
             if batch.inputs["cached"]:
                 return conditioning.from_cache(batch.inputs, draw, batch.inputs["empty"])
-            return conditioning.compute(self._parts(), batch.inputs, draw, self.options.resolution,
+            return conditioning.compute(self.encoders, batch.inputs, draw, self.options.resolution,
                                         self._empty_prompt())
 
         frozen = conditioning.memoised(batch, draw, compute)
@@ -225,16 +211,6 @@ class ImageDiffusionModality:
         columns = self.options.samples_per_prompt
         rows = self.sample(model, prompts, columns, seed)
         return save_grid([image for row in rows for image in row], out_path, columns)
-
-
-def _fields(records: Sequence[dict[str, Any]], sides: set[int]) -> dict[str, torch.Tensor]:
-    """``tie``, ``label`` of unpaired rows, and the numeric fields every record has, ``[B]``."""
-    shared = set.intersection(*(set(r.get("fields", {})) for r in records))
-    fields = {name: torch.tensor([float(r["fields"][name]) for r in records]) for name in sorted(shared)}
-    fields["tie"] = torch.tensor([float(r.get("tie", False)) for r in records])
-    if sides == {1}:
-        fields["label"] = torch.tensor([float(r["label"]) for r in records])
-    return fields
 
 
 def _cast(module: nn.Module, dtype: torch.dtype) -> nn.Module:

@@ -11,10 +11,11 @@ REPLACED = {"skip_bad_rows": "data.on_bad_row: skip"}
 StorageDtype = Literal["float32", "float16", "bfloat16"]
 
 
-class DiffusionOptions(BaseModel):
-    """Options of :class:`~mmalign.modalities.image_diffusion.ImageDiffusionModality`.
+class ImageOptions(BaseModel):
+    """The options every text-to-image plugin shares (data, preprocessing, cache, sampling).
 
-    * ``resolution``: square training size in pixels (SD 1.5: 512, SDXL: 1024), a multiple of 8.
+    * ``resolution``: square training size in pixels (SD 1.5: 512, SDXL, SD3, FLUX: 1024), a
+      multiple of 8.
     * ``caption_dropout``: probability that a pair is trained on the empty prompt.
     * ``cache``: run the VAE and text encoders once in ``prepare`` and train on the cache;
       ``cache_dtype``: store the cache's tensors in this dtype (``bfloat16`` halves the disk).
@@ -24,8 +25,6 @@ class DiffusionOptions(BaseModel):
     * ``allow_empty_captions``: keep rows with an empty caption, trained unconditionally
       (refused by default: an empty caption is more often a broken row than a wish).
     * ``pairing``: ``unpaired`` splits each pair into a desirable and an undesirable row (KTO).
-    * ``draw``: ``forward`` noising, or ``inversion`` (InPO: x_t from DDIM inversion).
-    * ``inversion_steps``: DDIM inversion grid size for ``draw: inversion``.
     * ``sample_steps``, ``guidance_scale``: sampling for evaluation and validation grids.
     * ``samples_per_prompt``: images per prompt (columns) in the validation grids.
     """
@@ -42,8 +41,6 @@ class DiffusionOptions(BaseModel):
     keep_ties: bool = False
     allow_empty_captions: bool = False
     pairing: Literal["paired", "unpaired"] = "paired"
-    draw: Literal["forward", "inversion"] = "forward"
-    inversion_steps: int = Field(10, gt=0)
     sample_steps: int = Field(25, gt=0)
     guidance_scale: float = 7.5
     samples_per_prompt: int = Field(2, gt=0)
@@ -58,6 +55,18 @@ class DiffusionOptions(BaseModel):
                                  "rows that cannot be used (in the recipe's data section; it covers every "
                                  "kind of bad row)")
         return options
+
+
+class DiffusionOptions(ImageOptions):
+    """Options of :class:`~mmalign.modalities.image_diffusion.ImageDiffusionModality`: the shared
+    :class:`ImageOptions` and
+
+    * ``draw``: ``forward`` noising, or ``inversion`` (InPO: x_t from DDIM inversion);
+    * ``inversion_steps``: DDIM inversion grid size for ``draw: inversion``.
+    """
+
+    draw: Literal["forward", "inversion"] = "forward"
+    inversion_steps: int = Field(10, gt=0)
 
 
 def parse_options(options: dict[str, Any]) -> DiffusionOptions:

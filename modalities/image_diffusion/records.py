@@ -21,7 +21,7 @@ from mmalign.errors import DataError
 from mmalign.registry import datasets as dataset_registry
 
 from mmalign.modalities.image_diffusion.images import decode_rgb, image_bytes
-from mmalign.modalities.image_diffusion.options import DiffusionOptions
+from mmalign.modalities.image_diffusion.options import ImageOptions
 
 NAMESPACE = "image_diffusion"
 
@@ -46,7 +46,7 @@ def read_rows(path: str) -> Iterable[dict[str, Any]]:
     return (row for _, row in io.read_rows(path))
 
 
-def load_records(path: str, schema: str, options: DiffusionOptions, *,
+def load_records(path: str, schema: str, options: ImageOptions, *,
                  count_truncated: Callable[[str], bool] | None = None,
                  checks: RowChecks | None = None) -> tuple[list[dict], Counter]:
     """Validated records of ``path`` under ``schema`` and the counts of what was dropped
@@ -78,7 +78,7 @@ def qualified(schema: str) -> str:
     return mine if ":" not in schema and mine in dataset_registry else schema
 
 
-def _row_records(candidates: list[dict], where: RowRef, name: str, options: DiffusionOptions,
+def _row_records(candidates: list[dict], where: RowRef, name: str, options: ImageOptions,
                  count_truncated: Callable[[str], bool] | None) -> tuple[list[dict], Counter]:
     """The records of one row and what was dropped or repaired in it, or a DataError."""
     found: Counter = Counter()
