@@ -10,7 +10,7 @@ import difflib
 import importlib
 from typing import Any, Callable
 
-MODULES = ("text", "diffusion", "llava")
+MODULES = ("text", "diffusion", "llava", "qwen_vl", "llava_next_video")
 
 
 def builders() -> dict[str, Callable[..., Any]]:
