@@ -1,8 +1,10 @@
 """``mmalign report RUN_DIR``: one self-contained HTML file of a run.
 
 Curves, before / after sample grids and any other PNG in the run dir are embedded as data
-URIs; the metrics table comes from ``summary.json`` (the demo) and the last logged metrics;
-the resolved recipe is printed as it was saved. Nothing is fetched when the page opens.
+URIs; a PNG with a GIF of the same name beside it (a video model's samples: the GIF an
+animation, the PNG a strip of its frames) is shown as the animation, with the strip in its
+place if the animation cannot play. The metrics table comes from ``summary.json`` (the demo)
+and the last logged metrics; the resolved recipe is printed as it was saved. Nothing is fetched when the page opens.
 """
 from __future__ import annotations
 
@@ -34,6 +36,13 @@ CHECK = ("<script>window.addEventListener('load',function(){var n=0;"
 def _img(path: Path, run_dir: Path) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
     caption = html.escape(str(path.relative_to(run_dir)))
+    animation = path.with_suffix(".gif")
+    if animation.is_file():  # video samples: play the GIF, fall back to the PNG frame strip
+        gif = base64.b64encode(animation.read_bytes()).decode()
+        fallback = f"this.onerror=null;this.src='data:image/png;base64,{data}'"
+        return (f'<figure><img alt="{caption}" src="data:image/gif;base64,{gif}" onerror="{fallback}">'
+                f"<figcaption>{html.escape(str(animation.relative_to(run_dir)))} (frame strip: {caption})"
+                "</figcaption></figure>")
     return (f'<figure><img alt="{caption}" src="data:image/png;base64,{data}">'
             f"<figcaption>{caption}</figcaption></figure>")
 

@@ -118,7 +118,7 @@ def write_mp4(frames: torch.Tensor | np.ndarray, path: str | os.PathLike, fps: f
     default)."""
     import av  # imported here: only writers need PyAV
 
-    array = _frames_array(frames)
+    array = _frames_array(frames, "write_mp4")
     _, height, width, _ = array.shape
     with av.open(os.fspath(path), mode="w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=_rate(fps))
@@ -129,12 +129,28 @@ def write_mp4(frames: torch.Tensor | np.ndarray, path: str | os.PathLike, fps: f
         container.mux(stream.encode())  # flush the frames the encoder still holds
 
 
-def _frames_array(frames: torch.Tensor | np.ndarray) -> np.ndarray:
+def write_gif(frames: torch.Tensor | np.ndarray, path: str | os.PathLike, fps: float) -> None:
+    """Write uint8 RGB frames ``[T, H, W, 3]`` to ``path`` as an animated GIF at ``fps``
+    (FFmpeg's GIF encoder through PyAV, 3-3-2 bit colour: a preview that every browser plays,
+    not an archive). GIF times frames in hundredths of a second, so the rate is rounded."""
+    import av  # imported here: only writers need PyAV
+
+    array = _frames_array(frames, "write_gif")
+    _, height, width, _ = array.shape
+    with av.open(os.fspath(path), mode="w", format="gif") as container:
+        stream = container.add_stream("gif", rate=_rate(fps))
+        stream.width, stream.height, stream.pix_fmt = width, height, "rgb8"
+        for frame in array:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+
+
+def _frames_array(frames: torch.Tensor | np.ndarray, writer: str) -> np.ndarray:
     array = frames.detach().cpu().numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
     if array.ndim != 4 or array.shape[-1] != 3 or array.dtype != np.uint8:
-        raise ValueError(f"write_mp4 takes uint8 frames [T, H, W, 3]; got {array.dtype} {tuple(array.shape)}")
+        raise ValueError(f"{writer} takes uint8 frames [T, H, W, 3]; got {array.dtype} {tuple(array.shape)}")
     if array.shape[0] == 0:
-        raise ValueError("write_mp4 got no frames")
+        raise ValueError(f"{writer} got no frames")
     if array.shape[1] % 2 or array.shape[2] % 2:
         raise ValueError(f"yuv420p needs even height and width; got {array.shape[1]}x{array.shape[2]}")
     return np.ascontiguousarray(array)

@@ -41,14 +41,15 @@ KEY = "image_diffusion"
 AUGMENTATION = ("drop", "flip", "crop")
 
 
-def memoised(batch: Batch, draw: Draw, compute: Callable[[], Frozen]) -> Frozen:
-    """``batch.frozen``'s conditioning, computed by ``compute()`` when absent or made for
-    another draw's flip, crop or caption dropout (a batch drawn again with another seed or
-    epoch), so policy and reference of one step encode the batch once."""
-    augmentation = [draw[k].cpu() for k in AUGMENTATION]  # Batch.to may have moved the memo's copy
-    memo = batch.frozen.get(KEY)
+def memoised(batch: Batch, draw: Draw, compute: Callable[[], Frozen], keys: tuple[str, ...] = AUGMENTATION,
+             key: str = KEY) -> Frozen:
+    """``batch.frozen[key]``'s conditioning, computed by ``compute()`` when absent or made for
+    another draw's values of ``keys`` (flip, crop, caption dropout: a batch drawn again with
+    another seed or epoch), so policy and reference of one step encode the batch once."""
+    augmentation = [draw[k].cpu() for k in keys]  # Batch.to may have moved the memo's copy
+    memo = batch.frozen.get(key)
     if memo is None or not all(torch.equal(a.cpu(), b) for a, b in zip(memo["augmentation"], augmentation)):
-        memo = batch.frozen[KEY] = {"augmentation": augmentation, "inputs": compute()}
+        memo = batch.frozen[key] = {"augmentation": augmentation, "inputs": compute()}
     return memo["inputs"]
 
 

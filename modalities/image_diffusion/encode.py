@@ -25,7 +25,8 @@ class Encoders:
     * ``prompts(list[str])``: ``{"prompt_embeds": [B, L, D]}`` and, where the model has one, a
       pooled embedding ``"pooled": [B, P]``;
     * ``empty()``: what the pipeline conditions the empty prompt on, ``[1, ...]`` each;
-    * ``latents(pixels [N, 3, R, R] in [-1, 1])``: the VAE posterior ``(mean, logvar)``;
+    * ``latents(pixels in [-1, 1])``: the VAE posterior ``(mean, logvar)`` (images
+      ``[N, 3, R, R]``, clips ``[N, 3, T, H, W]``);
     * ``modules``: the frozen networks (their weights key the cache); ``config``: anything else
       the encodings depend on; ``time_ids``: whether the model takes SDXL's micro-conditioning.
     """
