@@ -11,6 +11,7 @@ Not a modality (nothing here registers): plugins import these small modules.
   (epsilon, v, sample, rectified-flow velocity);
 * :mod:`.surrogate`: the per-sample surrogate ``-0.5 * mean((prediction - target)**2)``
   (Wallace et al. 2023, Diffusion-DPO, arXiv:2311.12908), pairs and KTO's mismatched term;
+* :mod:`.pairs`: the noisy inputs, targets and times of pairs, side-major (flow and DDPM);
 * :mod:`.export`: LoRA export in diffusers format.
 
 The frozen-work cache every family uses is :mod:`mmalign.modalities.frozen_cache`. Nothing

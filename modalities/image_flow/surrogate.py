@@ -25,9 +25,9 @@ from torch import Tensor, nn
 
 from mmalign.surrogate import Draw, Surrogate
 
-from mmalign.modalities.denoising import targets
 from mmalign.modalities.denoising.draw import posterior_sample
-from mmalign.modalities.denoising.surrogate import assemble, per_sample, side_major
+from mmalign.modalities.denoising.pairs import flow_inputs
+from mmalign.modalities.denoising.surrogate import assemble, per_sample
 from mmalign.modalities.image_diffusion.conditioning import Frozen
 from mmalign.modalities.image_diffusion.surrogate import conditions
 from mmalign.modalities.image_flow.forward import flux_prediction, sd3_prediction
@@ -38,17 +38,6 @@ def flow_latents(frozen: Frozen, draw: Draw, scaling_factor: float, shift_factor
     ``(z - shift_factor) * scaling_factor``: ``[B, S, C, h, w]``; the pair shares ``latent_eps``."""
     eps = draw["latent_eps"].to(frozen.mean)[:, None]
     return (posterior_sample(frozen.mean, frozen.logvar, eps) - shift_factor) * scaling_factor
-
-
-def flow_inputs(x0: Tensor, draw: Draw) -> tuple[Tensor, Tensor, Tensor]:
-    """``(x_t, v, t)`` side-major (all winners, then all losers): each image noised with its
-    row's shared ``noise`` and ``t``; ``v = e - x_0``."""
-    b, s = x0.shape[:2]
-    noise = draw["noise"].to(x0)[:, None].expand_as(x0)
-    t = draw["timesteps"].to(x0)[:, None].expand(b, s)
-    x_t = targets.flow_noisy_input(x0.flatten(0, 1), noise.flatten(0, 1), t.flatten()).unflatten(0, (b, s))
-    v = targets.flow_velocity(x0, noise)
-    return side_major(x_t), side_major(v), side_major(t)
 
 
 def prediction(model: nn.Module, kind: str, x_t: Tensor, t: Tensor, frozen: Frozen, sides: int,

@@ -23,9 +23,9 @@ from torch import Tensor, nn
 
 from mmalign.surrogate import Draw, Surrogate
 
-from mmalign.modalities.denoising import targets
 from mmalign.modalities.denoising.draw import posterior_sample
-from mmalign.modalities.denoising.surrogate import assemble, per_sample, side_major
+from mmalign.modalities.denoising.pairs import ddpm_inputs, flow_inputs
+from mmalign.modalities.denoising.surrogate import assemble, per_sample
 from mmalign.modalities.image_diffusion.conditioning import Frozen
 from mmalign.modalities.image_diffusion.surrogate import conditions
 from mmalign.modalities.video_diffusion.forward import cogvideox_prediction, wan_prediction
@@ -38,24 +38,6 @@ def video_latents(frozen: Frozen, draw: Draw, shift: Tensor, scale: Tensor) -> T
     view = (-1, 1, 1, 1)
     z = posterior_sample(frozen.mean, frozen.logvar, eps)
     return (z - shift.to(z).view(view)) * scale.to(z).view(view)
-
-
-def flow_inputs(x0: Tensor, draw: Draw) -> tuple[Tensor, Tensor, Tensor]:
-    """Wan: ``(x_t, v, t)`` side-major, each clip noised with its row's ``noise`` and ``t``."""
-    b, s = x0.shape[:2]
-    noise = draw["noise"].to(x0)[:, None].expand_as(x0)
-    t = draw["timesteps"].to(x0)[:, None].expand(b, s)
-    x_t = targets.flow_noisy_input(x0.flatten(0, 1), noise.flatten(0, 1), t.flatten()).unflatten(0, (b, s))
-    return side_major(x_t), side_major(targets.flow_velocity(x0, noise)), side_major(t)
-
-
-def ddpm_inputs(scheduler, x0: Tensor, draw: Draw) -> tuple[Tensor, Tensor, Tensor]:
-    """CogVideoX: ``(x_t, target, t)`` side-major, the target the scheduler's prediction type."""
-    b, s = x0.shape[:2]
-    noise, x_t = targets.noisy_pairs(scheduler, x0, draw["noise"], draw["timesteps"])
-    t = draw["timesteps"].to(x0.device)[:, None].expand(b, s)
-    target = targets.target(scheduler, x0.flatten(0, 1), noise.flatten(0, 1), t.flatten()).unflatten(0, (b, s))
-    return side_major(x_t), side_major(target), side_major(t)
 
 
 def video_surrogate(model: nn.Module, parts, frozen: Frozen, draw: Draw,

@@ -96,7 +96,7 @@ def test_surrogate_and_dpo_loss_equal_the_formula(case: str):
 def test_winner_and_loser_share_time_and_noise():
     """Both images of a row are noised with the row's one ``t`` and ``e``: x_t - (1 - t) x0 is
     ``t e`` for both, and the forward gets the same time for both."""
-    from mmalign.modalities.image_flow.surrogate import flow_inputs
+    from mmalign.modalities.denoising.pairs import flow_inputs
 
     frozen, draw = _inputs("sd3")
     x0 = torch.randn(B, 2, C, SIDE, SIDE, dtype=torch.float64)

@@ -118,7 +118,7 @@ def test_the_per_sample_mean_is_over_every_non_batch_dim():
 @pytest.mark.parametrize("kind", ["wan", "cogvideox"])
 def test_winner_and_loser_share_time_and_noise(kind: str):
     """Both clips of a row are noised with the row's one ``t`` and ``e``."""
-    from mmalign.modalities.video_diffusion.surrogate import ddpm_inputs, flow_inputs
+    from mmalign.modalities.denoising.pairs import ddpm_inputs, flow_inputs
 
     parts = getattr(vd, f"tiny_{kind}_parts")()
     frozen, draw = _inputs(kind)
