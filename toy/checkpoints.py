@@ -1,8 +1,9 @@
 """The shipped toy checkpoints: where they are and whether they are the ones recorded.
 
-``assets/toy/diffusion`` (a diffusers StableDiffusionPipeline folder) and ``assets/toy/llava``
-(a transformers LlavaForConditionalGeneration folder with its processor) are made by
-``pretrain_diffusion`` / ``pretrain_llava``. ``assets/toy/SHA256SUMS`` records the SHA-256 of
+``assets/toy/diffusion`` (a diffusers StableDiffusionPipeline folder), ``assets/toy/flow`` (a
+diffusers StableDiffusion3Pipeline folder) and ``assets/toy/llava`` (a transformers
+LlavaForConditionalGeneration folder with its processor) are made by ``pretrain_diffusion`` /
+``pretrain_flow`` / ``pretrain_llava``. ``assets/toy/SHA256SUMS`` records the SHA-256 of
 every file under them, in ``sha256sum`` format, so ``cd assets/toy && sha256sum -c SHA256SUMS``
 checks them too.
 """
@@ -16,9 +17,12 @@ from mmalign.errors import ConfigError
 
 ROOT = assets.path("toy")
 DIFFUSION = ROOT / "diffusion"
+FLOW = ROOT / "flow"
 LLAVA = ROOT / "llava"
 HASHES = ROOT / "SHA256SUMS"
-MODELS = ("diffusion", "llava")
+MODELS = ("diffusion", "flow", "llava")
+#: the script that makes each shipped model (``python -m mmalign.toy.<script>``)
+SCRIPTS = {"diffusion": "pretrain_diffusion", "flow": "pretrain_flow", "llava": "pretrain_llava"}
 
 
 def sha256(path: Path) -> str:
@@ -61,7 +65,7 @@ def mismatches(root: Path = ROOT) -> list[str]:
 def require(path: Path) -> str:
     """``path`` as a string, or a ConfigError saying how to make the missing checkpoint."""
     if not path.is_dir():
-        module = "pretrain_diffusion" if path.name == "diffusion" else "pretrain_llava"
+        module = SCRIPTS.get(path.name, "pretrain_llava")
         raise ConfigError(f"the toy checkpoint {path} is missing; make it with "
                           f"python -m mmalign.toy.{module} --out {path} (see assets/README.md)")
     return str(path)

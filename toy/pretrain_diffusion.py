@@ -85,6 +85,8 @@ def scene_pool(count: int) -> tuple[list[shapes.Shape], torch.Tensor]:
 
 
 def train_vae(vae: AutoencoderKL, pixels: torch.Tensor, steps: int, log) -> None:
+    """Reconstruction training of ``vae``; then its ``scaling_factor`` is ``1 / std`` of the
+    latent means and, for a VAE whose config has a ``shift_factor`` (SD3's), that is their mean."""
     optimizer = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
     gen = torch.Generator().manual_seed(0)
     vae.train()
@@ -103,15 +105,23 @@ def train_vae(vae: AutoencoderKL, pixels: torch.Tensor, steps: int, log) -> None
         sample = pixels[:2048]
         latents = torch.cat([vae.encode(sample[i:i + 256]).latent_dist.mean for i in range(0, len(sample), 256)])
     vae.register_to_config(scaling_factor=float(1.0 / latents.std()))
-    log(f"vae scaling_factor {vae.config.scaling_factor:.4f}")
+    if vae.config.shift_factor is not None:  # SD3-class VAEs also centre their latents
+        vae.register_to_config(shift_factor=float(latents.mean()))
+    log(f"vae scaling_factor {vae.config.scaling_factor:.4f} shift_factor {vae.config.shift_factor}")
+
+
+@torch.no_grad()
+def latent_pool(vae: AutoencoderKL, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The VAE posterior's means and standard deviations of every scene, encoded once so
+    training draws a fresh latent of each (``mean + std * noise``) without running the VAE."""
+    dists = [vae.encode(pixels[i:i + 256]).latent_dist for i in range(0, len(pixels), 256)]
+    return torch.cat([d.mean for d in dists]), torch.cat([d.std for d in dists])
 
 
 def train_unet(unet: UNet2DConditionModel, parts: DiffusionParts, objects: list[shapes.Shape],
                pixels: torch.Tensor, seconds: float, log) -> UNet2DConditionModel:
     """Epsilon-prediction training for ``seconds`` of wall time; returns the EMA model."""
-    with torch.no_grad():
-        dists = [parts.vae.encode(pixels[i:i + 256]).latent_dist for i in range(0, len(pixels), 256)]
-        means, stds = torch.cat([d.mean for d in dists]), torch.cat([d.std for d in dists])
+    means, stds = latent_pool(parts.vae, pixels)
     ema = copy.deepcopy(unet).requires_grad_(False)
     params = list(unet.parameters()) + list(parts.text_encoder.parameters())
     optimizer = torch.optim.AdamW(params, lr=5e-4, weight_decay=0.01)
@@ -135,10 +145,7 @@ def train_unet(unet: UNet2DConditionModel, parts: DiffusionParts, objects: list[
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
-        decay = min(0.999, (1 + step) / (10 + step))  # warm-up of the average, as diffusers' EMAModel
-        with torch.no_grad():
-            for e, p in zip(ema.parameters(), unet.parameters()):
-                e.lerp_(p, 1 - decay)
+        ema_update(ema, unet, step)
         if step % 200 == 0:
             log(f"unet step {step} loss {loss.item():.4f} ({time.time() - start:.0f}s)")
         step += 1
@@ -147,21 +154,37 @@ def train_unet(unet: UNet2DConditionModel, parts: DiffusionParts, objects: list[
     return ema.eval()
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, step: int, max_decay: float = 0.999) -> None:
+    """Move the moving average ``ema`` of ``model``'s weights one step towards them."""
+    decay = min(max_decay, (1 + step) / (10 + step))  # warm-up of the average, as diffusers' EMAModel
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p, 1 - decay)
+
+
+def log(message: str) -> None:
+    """A progress line, flushed at once (runs are long and often piped to a file)."""
+    print(message, flush=True)
+
+
+def arguments(doc: str, phase: str, minutes: float, vae_steps: int) -> argparse.ArgumentParser:
+    """The options every text-to-image pretraining script of the world takes (``phase``: the
+    network trained for ``--minutes``)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="folder to write the diffusers pipeline to")
-    parser.add_argument("--minutes", type=float, default=20.0, help="wall time of the UNet phase")
-    parser.add_argument("--vae-steps", type=int, default=800)
+    parser.add_argument("--minutes", type=float, default=minutes, help=f"wall time of the {phase} phase")
+    parser.add_argument("--vae-steps", type=int, default=vae_steps)
     parser.add_argument("--scenes", type=int, default=20000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--init", default=None,
                         help="continue from this pipeline folder (its VAE is kept: no VAE phase)")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    return parser
 
-    def log(message: str) -> None:
-        print(message, flush=True)
+
+def main(argv: list[str] | None = None) -> None:
+    args = arguments(__doc__, "UNet", 20.0, 800).parse_args(argv)
+    torch.set_num_threads(args.threads)
 
     objects, pixels = scene_pool(args.scenes)
     if args.init:

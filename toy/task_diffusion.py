@@ -20,19 +20,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
-
 from mmalign import config
-from mmalign.modalities.image_diffusion.sampling import save_grid
-from mmalign.modality import ModelSpec
-from mmalign.registry import modalities
-from mmalign.toy import checkpoints, detect, shapes, task
-from mmalign.toy.pretrain_diffusion import HELDOUT_TEMPLATES, TRAIN_TEMPLATES
-from mmalign.toy.rewards import ColourPreference, best_vs_worst
+from mmalign.toy import checkpoints, colour_task, shapes
 
 NAME = "diffusion_red"
 SCALED = ("pair_prompts", "eval_images")
-PREFERRED = "red"
 
 
 @dataclass(frozen=True)
@@ -63,69 +55,22 @@ class Settings:
 PRESETS = {"full": Settings(), "default": Settings(pair_prompts=144, steps=300)}
 
 
-def colourless_prompts(templates: tuple[str, ...], count: int, offset: int = 0) -> list[str]:
-    """``count`` prompts naming a shape (and a size or not) but no colour, cycling through
-    every shape, size wording and template."""
-    subjects = [" ".join(w for w in (size, shape) if w) for shape in shapes.SHAPES for size in ("", *shapes.SIDES)]
-    every = [t.format(s) for t in templates for s in subjects]
-    return [every[(offset + i) % len(every)] for i in range(count)]
-
-
-def red_rate(images: list[Image.Image]) -> float:
-    """Share of images whose main object the detector reads as red."""
-    found = [detect.main_object(im) for im in images]
-    return sum(d is not None and d.colour == PREFERRED for d in found) / max(len(images), 1)
+def options(s: Settings) -> dict:
+    """The image_diffusion modality's options, for sampling and for the training recipe."""
+    return {"resolution": shapes.SIZE, "cache": True, "sample_steps": s.sample_steps,
+            "guidance_scale": s.guidance_scale}
 
 
 def load(s: Settings):
-    modality = modalities.get("image_diffusion")(resolution=shapes.SIZE, sample_steps=s.sample_steps,
-                                                 guidance_scale=s.guidance_scale)
-    return modality, modality.load_policy(ModelSpec(path=checkpoints.require(checkpoints.DIFFUSION)))
-
-
-def measure(modality, model, out: Path, split: str, s: Settings, progress: bool, arm: str) -> list[Image.Image]:
-    """One image of each held-out prompt, image ``i`` from seed ``i`` of ``split``."""
-    prompts = colourless_prompts(HELDOUT_TEMPLATES, s.eval_images)
-    seeds = [shapes.seed_of(split, i) for i in range(len(prompts))]
-    groups = task.sample_all(modality, model, prompts, 1, seeds, s.chunk, f"{NAME}: {arm} samples", progress)
-    return [group[0] for group in groups]
-
-
-def make_pairs(modality, model, out: Path, s: Settings, progress: bool) -> list[dict]:
-    """Sample, score, keep best vs worst per prompt (``image_pairs`` rows, image paths relative
-    to ``out``)."""
-    prompts = colourless_prompts(TRAIN_TEMPLATES, s.pair_prompts)
-    seeds = [shapes.seed_of("prefs", i) for i in range(len(prompts))]
-    groups = task.sample_all(modality, model, prompts, s.samples_per_prompt, seeds, s.chunk,
-                             f"{NAME}: preference pairs", progress)
-    scorer = ColourPreference(prefer=PREFERRED)
-    (out / "pairs").mkdir(parents=True, exist_ok=True)
-    rows = []
-    for p, (prompt, group) in enumerate(zip(prompts, groups)):
-        picked = best_vs_worst(scorer.score(group, [prompt] * len(group)).tolist())
-        if picked is None:
-            continue
-        names = [f"pairs/{p:04d}_{side}.png" for side in ("w", "l")]
-        for name, index in zip(names, picked):
-            group[index].save(out / name)
-        rows.append({"prompt": prompt, "chosen": names[0], "rejected": names[1]})
-    return rows
+    return colour_task.load("image_diffusion", checkpoints.require(checkpoints.DIFFUSION), options(s))
 
 
 def recipe(table: Path, n_pairs: int, out: Path, s: Settings, progress: bool) -> config.Recipe:
-    lora = {"r": s.lora_r, "alpha": s.lora_r} if s.lora_r else None
-    model = {"modality": "image_diffusion", "path": checkpoints.require(checkpoints.DIFFUSION), "lora": lora,
-             "options": {"resolution": shapes.SIZE, "cache": True, "sample_steps": s.sample_steps,
-                         "guidance_scale": s.guidance_scale}}
-    return task.recipe(NAME, model, {"train": str(table), "schema": "image_pairs"},
-                       {"name": s.objective, "params": {"beta": s.beta}}, s, n_pairs, out, progress)
+    return colour_task.recipe(NAME, "image_diffusion", checkpoints.require(checkpoints.DIFFUSION), options(s),
+                              table, n_pairs, out, s, progress)
 
 
-def grid(out: Path, split: str, images: list[Image.Image], path: Path) -> None:
-    save_grid(images[:64], str(path), columns=8)
-
-
-def results(before: list[Image.Image], after: list[Image.Image], common: dict) -> dict:
-    return dict(common, metric=f"{PREFERRED} rate on colourless prompts", before=red_rate(before),
-                after=red_rate(after), higher_is_better=True, samples=len(after))
-
+measure = colour_task.measure
+make_pairs = colour_task.make_pairs
+grid = colour_task.grid
+results = colour_task.results

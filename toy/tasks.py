@@ -1,4 +1,4 @@
-"""The embedded default: two demos in which alignment visibly works on a laptop CPU.
+"""The embedded default: demos in which alignment visibly works on a laptop CPU.
 
 Each is a plain function ``run_<name>(run_dir, steps=None, progress=True, preset="full")``
 registered in the ``mmalign.demos`` entry-point group. It builds its preference data from the
@@ -22,7 +22,7 @@ from typing import Callable, Iterator
 import torch
 
 from mmalign.errors import ConfigError
-from mmalign.toy import task, task_diffusion, task_lvlm
+from mmalign.toy import task, task_diffusion, task_flow, task_lvlm
 
 PRESETS = ("default", "full")
 
@@ -54,6 +54,13 @@ def run_diffusion_red(run_dir: Path, steps: int | None = None, progress: bool = 
         return task.run(task_diffusion, Path(run_dir), settings(task_diffusion, preset), steps, progress)
 
 
+def run_flow_red(run_dir: Path, steps: int | None = None, progress: bool = True, preset: str = "full") -> dict:
+    """Flow-DPO (SD3-class rectified flow) toward "no colour named: draw it red"; the red rate
+    before and after."""
+    with one_thread():
+        return task.run(task_flow, Path(run_dir), settings(task_flow, preset), steps, progress)
+
+
 def run_lvlm_hallucination(run_dir: Path, steps: int | None = None, progress: bool = True,
                            preset: str = "full") -> list[dict]:
     """DPO on sampled captions judged against the scene; CHAIR_i, CHAIR_s, POPE F1 before and after."""
@@ -63,5 +70,6 @@ def run_lvlm_hallucination(run_dir: Path, steps: int | None = None, progress: bo
 
 TASKS: dict[str, Callable[..., dict | list[dict]]] = {
     "diffusion_red": run_diffusion_red,
+    "flow_red": run_flow_red,
     "lvlm_hallucination": run_lvlm_hallucination,
 }

@@ -73,7 +73,7 @@ def test_unknown_preset_is_named():
 
 
 def test_plan_picks_tasks_and_presets():
-    every = ["diffusion_red", "lvlm_hallucination"]
+    every = ["diffusion_red", "flow_red", "lvlm_hallucination"]
     assert plan(None) == (every, "default")
     assert plan([]) == (every, "default")
     assert plan(["all"]) == (every, "full")
