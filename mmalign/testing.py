@@ -253,3 +253,31 @@ def _perturb(params) -> None:
     with torch.no_grad():
         for p in params:
             p.add_(0.02 * torch.randn(p.shape, generator=gen).to(p.device, p.dtype))
+
+
+def train_two_processes(recipe, folder: str | Path, timeout: int = 600) -> list[dict]:
+    """Train ``recipe`` (a :class:`mmalign.config.Recipe`) under ``torchrun`` with two CPU
+    processes (gloo), one thread each; return the train rows of its ``metrics.jsonl``.
+
+    A plugin's test compares them with a one-process run of twice the batch: DDP averages the
+    gradients of equal shards, and per-row draws do not depend on the process a row lands in,
+    so the curves agree up to float rounding."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    folder = Path(folder)
+    path = folder / "two_processes.yaml"
+    folder.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(recipe.dump()))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "mmalign.cli", "train", str(path)], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    if proc.returncode != 0:
+        raise AssertionError(f"the two-process run failed:\n{proc.stderr[-3000:]}")
+    lines = (Path(recipe.logging.output_dir) / "metrics.jsonl").read_text().splitlines()
+    return [row for row in map(json.loads, lines) if row["split"] == "train"]

@@ -10,7 +10,6 @@ than the training length but long enough is padded with silence and counted as r
 """
 from __future__ import annotations
 
-import hashlib
 import io
 from collections import Counter
 from dataclasses import dataclass
@@ -23,8 +22,8 @@ import torch
 import torchaudio
 
 from mmalign.data.io import RowRef
+from mmalign.modalities.media_cells import Source, media_source
 
-Source = str | bytes
 #: peak below which a clip is silent (about -80 dBFS)
 SILENT_PEAK = 1e-4
 #: samples at or above this magnitude count as clipped; a clip with more than CLIPPED_SHARE of them is reported
@@ -42,25 +41,7 @@ class AudioCheck:
 
 def audio_source(value: Any, where: RowRef, field: str) -> Source:
     """An audio cell as a path (relative paths are read from the data file's folder) or bytes."""
-    if isinstance(value, dict):
-        value = value.get("bytes") or value.get("path")
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value)
-    if isinstance(value, str) and value:
-        path = Path(value)
-        path = path if path.is_absolute() else Path(where.file).parent / path
-        if not path.exists():
-            raise where.error(field, f"audio file '{path}' does not exist",
-                              "Fix the path (relative paths are read from the data file's folder) or drop the row")
-        return str(path)
-    raise where.error(field, f"expected an audio file path or the encoded clip's bytes, got {type(value).__name__}",
-                      "Store the clip as a path (relative to the data file) or as encoded bytes (WAV, FLAC, OGG)")
-
-
-def content_digest(source: Source) -> str:
-    """A digest of the clip's bytes: the cache finds a clip by its content, not its name."""
-    data = source if isinstance(source, bytes) else Path(source).read_bytes()
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
+    return media_source(value, where, field, "audio", "WAV, FLAC, OGG")
 
 
 def read_audio(source: Source, where: RowRef, field: str) -> tuple[torch.Tensor, int]:

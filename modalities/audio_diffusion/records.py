@@ -19,6 +19,7 @@ from typing import Any
 
 from mmalign.data.checks import RowChecks
 from mmalign.data.io import RowRef
+from mmalign.modalities.media_cells import content_digest
 from mmalign.errors import DataError
 from mmalign.registry import datasets as dataset_registry
 
@@ -64,7 +65,7 @@ def _row_pairs(candidate: dict[str, Any], where: RowRef, sample_id: str, options
     for source, field in zip(sources, fields):
         wave, rate = audio_io.read_audio(source, where, field)
         audio_io.check_clip(wave, rate, check, where, field, counts)
-    digests = [audio_io.content_digest(s) for s in sources]
+    digests = [content_digest(s) for s in sources]
     if "scores" not in candidate:
         return [_pair(candidate, where, sample_id, sources, digests, (0, 1, 1.0))]
     found = ranked_pairs(candidate["scores"], options.pairing)

@@ -8,41 +8,21 @@ of a pair must share, and the shared resize and center crop to the training size
 """
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from mmalign.data.io import RowRef
+from mmalign.modalities.media_cells import Source, media_source
 from mmalign.modalities.video_io import read_clip
 
-Source = str | bytes
 
 
 def video_source(value: Any, where: RowRef, field: str) -> Source:
     """A clip cell as a path (relative paths are read from the data file's folder) or bytes
     (raw, or a ``{"bytes", "path"}`` dict as ``datasets`` stores media)."""
-    if isinstance(value, dict):
-        value = value.get("bytes") or value.get("path")
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value)
-    if isinstance(value, str) and value:
-        path = Path(value)
-        path = path if path.is_absolute() else Path(where.file).parent / path
-        if not path.exists():
-            raise where.error(field, f"video file '{path}' does not exist",
-                              "Fix the path (relative paths are read from the data file's folder) or drop the row")
-        return str(path)
-    raise where.error(field, f"expected a video file path or the encoded clip's bytes, got {type(value).__name__}",
-                      "Store the clip as a path (relative to the data file) or as encoded bytes (MP4, WebM)")
-
-
-def content_digest(source: Source) -> str:
-    """A digest of the clip's bytes: the cache finds a clip by its content, not its name."""
-    data = source if isinstance(source, bytes) else Path(source).read_bytes()
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
+    return media_source(value, where, field, "video", "MP4, WebM")
 
 
 def read_training_frames(source: Source, num_frames: int, sample_fps: float | None, where: RowRef,

@@ -19,6 +19,7 @@ from typing import Any
 
 from mmalign.data.checks import RowChecks
 from mmalign.data.io import RowRef
+from mmalign.modalities.media_cells import content_digest
 from mmalign.errors import DataError
 from mmalign.registry import datasets as dataset_registry
 
@@ -64,7 +65,7 @@ def _record(candidate: dict[str, Any], where: RowRef, sample_id: str, options: V
     sources = [clips.video_source(v, where, f) for v, f in zip(candidate["videos"], fields)]
     clips.pair_frames(sources, fields, where, options.num_frames, options.sample_fps)  # read and checked
     return {"sample_id": sample_id, "prompt": candidate["prompt"], "videos": sources, "video_fields": fields,
-            "digests": [clips.content_digest(s) for s in sources],
+            "digests": [content_digest(s) for s in sources],
             "fields": pair_fields(candidate["fields"], where, options), "file": where.file, "row": where.row}
 
 

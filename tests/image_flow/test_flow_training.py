@@ -2,16 +2,13 @@
 command's own CPU overrides), and a two-process run follows the one-process loss curve."""
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from mmalign import config
+from mmalign.testing import train_two_processes
 from mmalign.train.run import train
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -50,15 +47,7 @@ def test_two_process_run_follows_the_one_process_curve(pickapic_file, tmp_path):
     single = train(tiny_recipe("sd35_flow_dpo.yaml", pickapic_file, tmp_path / "single"))
     recipe = tiny_recipe("sd35_flow_dpo.yaml", pickapic_file, tmp_path / "ddp",
                          train={"batch_size": 1, "cpu": True})
-    path = tmp_path / "ddp.yaml"
-    path.write_text(yaml.safe_dump(recipe.dump()))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "-m", "mmalign.cli", "train", str(path)], env=env, capture_output=True, text=True,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
-    rows = [r for r in rows if r["split"] == "train"]
+    rows = train_two_processes(recipe, tmp_path / "launch")
     assert [r["step"] for r in rows] == list(range(1, steps + 1))
     ones = [r for r in single.history if "loss" in r]
     for one, two in zip(ones, rows):
