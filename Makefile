@@ -8,7 +8,7 @@ LOCK   := constraints.txt
 STAMP  := $(VENV)/.mmalign-installed
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install demo demo-all test bench browser lock test-latest
+.PHONY: install demo demo-all test bench bench-peers browser lock test-latest
 
 $(STAMP): pyproject.toml setup.py $(LOCK)
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,13 @@ browser:
 
 bench: $(STAMP)
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
+
+# mmalign against TRL's DPOTrainer (tiny LLaVA) and against a naive and the physical-limit
+# Diffusion-DPO step (tiny SDXL), on CPU: benchmarks/results/peers_*.json. TRL is in the
+# `bench` extra (and in `test`, which installs it here).
+bench-peers: $(STAMP)
+	$(BIN)/python benchmarks/peers/vlm_trl.py
+	$(BIN)/python benchmarks/peers/sdxl_naive.py
 
 # Freeze a tested venv into the lock (default .venv; `make lock VENV=.venv-latest` adopts
 # what `make test-latest` installed, after it passed).

@@ -17,7 +17,7 @@ import contextlib
 import json
 import warnings
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, ContextManager, Iterator, Sequence
 
 from torch import nn
 
@@ -172,6 +172,53 @@ def adapters_disabled(model: nn.Module) -> Iterator[nn.Module]:
         finally:
             for layer in layers:
                 layer.enable_adapters(True)
+
+
+def disabler(model: nn.Module) -> Callable[[nn.Module], ContextManager[nn.Module]]:
+    """:func:`adapters_disabled` for a model whose LoRA layers are all in place (a trainer's
+    adapters-off reference, entered at every step): the layers are found once here, not by a
+    walk over every module of the model at each call. The returned function takes what to
+    yield (the policy, or the scorer wrapping it).
+
+    A LoRA layer's forward skips its adapters while peft's flag ``_disable_adapters`` is set
+    (the ``disable_adapters`` property; a merged adapter is unmerged there). peft's public
+    toggle sets that flag and also rewrites ``requires_grad`` on every adapter weight, which a
+    reference forward would then have to restore; setting the flag alone changes nothing else.
+    Layers without the flag (another peft) go through the public toggle, flags restored."""
+    layers = tuner_layers(model)
+    if all(hasattr(layer, "_disable_adapters") for layer in layers):
+        return _flag_switch(layers)
+    weights = [p for layer in layers for p in layer.parameters()]
+
+    @contextlib.contextmanager
+    def disabled(wrapper: nn.Module) -> Iterator[nn.Module]:
+        flags = [p.requires_grad for p in weights]
+        for layer in layers:
+            layer.enable_adapters(False)
+        try:
+            yield wrapper
+        finally:
+            for layer in layers:
+                layer.enable_adapters(True)
+            for p, flag in zip(weights, flags):
+                p.requires_grad_(flag)
+
+    return disabled
+
+
+def _flag_switch(layers: list[nn.Module]) -> Callable[[nn.Module], ContextManager[nn.Module]]:
+    @contextlib.contextmanager
+    def disabled(wrapper: nn.Module) -> Iterator[nn.Module]:
+        before = [layer._disable_adapters for layer in layers]
+        for layer in layers:
+            layer._disable_adapters = True
+        try:
+            yield wrapper
+        finally:
+            for layer, flag in zip(layers, before):
+                layer._disable_adapters = flag
+
+    return disabled
 
 
 @contextlib.contextmanager

@@ -50,8 +50,15 @@ def check_storable(needs: Iterable[str], policy_dependent_draw: bool) -> None:
                           "the reference cannot be computed ahead; use copy or adapters_off")
 
 
+_PLAIN = (int, float, str, bool, type(None))
+
+
 def _hash_value(h, value: Any) -> None:
-    if isinstance(value, Tensor):
+    if isinstance(value, (list, tuple)) and all(type(v) in _PLAIN for v in value):
+        # token ids and other flat lists: one repr (with its separators) instead of one
+        # update per element, which made the fingerprint of a large set take seconds
+        h.update(repr(list(value)).encode())
+    elif isinstance(value, Tensor):
         h.update(value.detach().cpu().contiguous().numpy().tobytes())
     elif isinstance(value, (bytes, bytearray)):
         h.update(value)
@@ -225,7 +232,8 @@ def _fill(s, store: "PrecomputedReference", root: Path, epochs: int) -> None:
             for i in range(0, len(keep), size):
                 batch = s.modality.collate([rows[j] for j in keep[i:i + size]])
                 batch.epoch = epoch
-                yield batch.to(acc.device)
+                # collate makes CPU tensors: moving them to the CPU would copy nothing
+                yield batch if acc.device.type == "cpu" else batch.to(acc.device)
 
     def compute(batch):
         draw = s.modality.draw(batch, recipe.train.seed, s.policy)

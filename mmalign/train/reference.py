@@ -66,7 +66,7 @@ def make_reference(strategy: str, policy: nn.Module, *, adapter_name: str = "ref
     if strategy == "adapters_off":
         if not adapters.has_adapters(policy):
             raise ConfigError("reference.strategy 'adapters_off' needs a LoRA policy (model.lora)")
-        return Reference("adapters_off", context=adapters.adapters_disabled)
+        return Reference("adapters_off", context=adapters.disabler(policy))
     if strategy == "adapter":
         return Reference("adapter", context=lambda p: adapters.adapter_active(p, adapter_name))
     raise ConfigError(f"unknown reference strategy '{strategy}'")

@@ -24,7 +24,7 @@ from mmalign.data.split import hold_out
 from mmalign.errors import ConfigError
 from mmalign.modality import check_needs, check_protocol
 from mmalign.objectives.compose import compose
-from mmalign.objectives.spec import Context
+from mmalign.objectives.spec import Context, requested_needs
 from mmalign.registry import modalities
 from mmalign.train import adapters, checkpoint, first_step, guard, precompute, rundir, weights
 from mmalign.train.card import model_card
@@ -63,6 +63,10 @@ class Session:
     strategy: str = "none"  # the reference strategy resolved from the recipe
     first_checked: bool = False
     seconds: dict[str, float] = field(default_factory=dict)  # "precompute", "train_loop"
+    #: what the optimiser steps and the clipping measures, listed once when the loop starts
+    trainable: list[nn.Parameter] = field(default_factory=list)
+    #: id(scorer) -> (scorer, the policy inside it), so a step does not unwrap it again
+    inner: dict[int, tuple[nn.Module, nn.Module]] = field(default_factory=dict)
 
 
 def build_modality(recipe: config_mod.Recipe):
@@ -170,7 +174,7 @@ def _build(recipe, modality, objective, strategy, accelerator, lock, overwrite) 
     state = objective.make_state()
     session = Session(recipe=recipe, run_dir=run_dir, modality=modality, policy=policy,
                       scorer=PolicyScorer(modality, policy), reference=reference, objective=objective,
-                      objective_state=state, needs=objective.needs, train_records=train_records,
+                      objective_state=state, needs=_needs(objective, modality), train_records=train_records,
                       eval_records=eval_records, accelerator=accelerator, lock=lock, data_counts=data_counts,
                       strategy=strategy)
     if strategy == "precomputed":
@@ -216,7 +220,8 @@ def forward(s: Session, scorer: nn.Module, records: list[dict], epoch: int, step
     batch = s.modality.collate(records)
     batch.epoch = epoch
     batch.weight = weights.row_weights(records, s.recipe.data.weight_field, str(s.recipe.data.train))
-    batch = batch.to(s.accelerator.device)
+    if s.accelerator.device.type != "cpu":  # collate makes CPU tensors: moving them there copies nothing
+        batch = batch.to(s.accelerator.device)
     draw = s.modality.draw(batch, s.recipe.train.seed, unwrap(s, scorer))
     policy = scorer(batch, draw, s.needs)
     reference = s.reference.surrogate(s.modality, scorer, batch, draw, s.needs, like=policy)
@@ -236,8 +241,12 @@ def forward(s: Session, scorer: nn.Module, records: list[dict], epoch: int, step
 
 
 def unwrap(s: Session, scorer: nn.Module) -> nn.Module:
-    """The policy model inside a (possibly DDP / FSDP / DeepSpeed wrapped) scorer."""
-    return s.accelerator.unwrap_model(scorer).model
+    """The policy model inside a (possibly DDP / FSDP / DeepSpeed wrapped) scorer; a wrapper
+    does not change during a run, so each scorer is unwrapped once."""
+    hit = s.inner.get(id(scorer))
+    if hit is None or hit[0] is not scorer:
+        hit = s.inner[id(scorer)] = (scorer, s.accelerator.unwrap_model(scorer).model)
+    return hit[1]
 
 
 def train(recipe: config_mod.Recipe, *, overwrite: bool = False, accelerator=None) -> Session:
@@ -263,6 +272,7 @@ def _train(s: Session, signals: guard.StopSignals) -> None:
     model, optimizer = acc.prepare(s.scorer, optimizer)
     if s.objective_state is not None:
         s.objective_state.to(acc.device)
+    s.trainable = trainable_parameters(model, s.objective_state)  # the prepared model's, once
     if s.reference.model is not None:
         s.reference.model = place_reference(acc, s.reference.model)
     metrics_log = MetricsLog(s.run_dir, enabled=acc.is_main_process)
@@ -325,7 +335,8 @@ def train_step(s: Session, model, optimizer, scheduler, order: Order, step: int,
         losses.append(loss.detach())
         averager.add(metrics)
     # an infinite max norm measures without clipping, so the guard sees the norm either way
-    grad_norm = acc.clip_grad_norm_(trainable_parameters(model, s.objective_state), t.max_grad_norm or math.inf)
+    params = s.trainable or trainable_parameters(model, s.objective_state)
+    grad_norm = acc.clip_grad_norm_(params, t.max_grad_norm or math.inf)
     if grad_norm is not None and (t.max_grad_norm or not torch.isfinite(grad_norm)):
         averager.add({"grad_norm": grad_norm})
     # under fp16 the grad scaler owns overflowing gradients: it skips that step and lowers
@@ -428,3 +439,9 @@ def export(s: Session) -> list[str]:
     last = {k: v for k, v in (s.history[-1] if s.history else {}).items() if k != "step"}
     card = model_card(s.recipe, rows=len(s.train_records), steps=s.step, last=last)
     return s.modality.export(s.policy, str(s.run_dir / "export"), card)
+
+
+def _needs(objective, modality) -> frozenset[str]:
+    """What the modality is asked for: the objective's needs and those of its optional needs
+    the modality supports (``sft`` takes token units where there are tokens)."""
+    return requested_needs(objective.needs, objective.optional_needs, modality.supported_needs)

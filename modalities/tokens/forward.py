@@ -43,10 +43,10 @@ def packed_hidden(model: nn.Module, layout: PackedLayout, embed: Embed = token_e
     """Last hidden states ``[B, L, H]`` of the packed rows."""
     model = unwrap(model)
     device = device_of(model)
-    embeds = embed(model, layout.input_ids.to(device))
-    out = model.get_decoder()(
-        inputs_embeds=embeds, attention_mask=layout.attention_mask(embeds.dtype).to(device),
-        position_ids=layout.position_ids.to(device), use_cache=False)
+    input_ids, position_ids = layout.ids_on(device)
+    embeds = embed(model, input_ids)
+    out = model.get_decoder()(inputs_embeds=embeds, attention_mask=layout.mask_on(device, embeds.dtype),
+                              position_ids=position_ids, use_cache=False)
     return out.last_hidden_state
 
 

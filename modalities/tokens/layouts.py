@@ -19,7 +19,7 @@ masked; their positions continue into the row (clamped to it), so every index is
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
@@ -46,6 +46,8 @@ class PackedLayout:
     segments: Tensor        # [B, L] PROMPT / CHOSEN / REJECTED / PAD
     chosen: Targets
     rejected: Targets
+    #: what :meth:`ids_on` and :meth:`mask_on` made, by device (and dtype)
+    _placed: dict = field(default_factory=dict, repr=False, compare=False)
 
     def attention_mask(self, dtype: torch.dtype) -> Tensor:
         """The additive ``[B, 1, L, L]`` block mask: 0 where attention is allowed, the dtype's
@@ -53,6 +55,22 @@ class PackedLayout:
         allowed = block_mask(self.segments)
         mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
         return mask.masked_fill_(~allowed, torch.finfo(dtype).min).unsqueeze(1)
+
+    # The policy and the reference of a step read one layout (the modality keeps it for the
+    # batch): what goes to the device is made once, not once per forward.
+    def ids_on(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        """``(input_ids, position_ids)`` on ``device``."""
+        key = ("ids", str(device))
+        if key not in self._placed:
+            self._placed[key] = (self.input_ids.to(device), self.position_ids.to(device))
+        return self._placed[key]
+
+    def mask_on(self, device: torch.device, dtype: torch.dtype) -> Tensor:
+        """:meth:`attention_mask` in ``dtype`` on ``device``."""
+        key = ("mask", str(device), dtype)
+        if key not in self._placed:
+            self._placed[key] = self.attention_mask(dtype).to(device)
+        return self._placed[key]
 
 
 @dataclass
@@ -81,24 +99,23 @@ def block_mask(segments: Tensor) -> Tensor:
 
 def pack(prompts: Ids, chosen: Ids, rejected: Ids, pad_id: int) -> PackedLayout:
     """The packed layout of a batch of pairs (see the module docstring)."""
-    rows = len(prompts)
     length = max(len(p) + len(c) + len(r) for p, c, r in zip(prompts, chosen, rejected))
     units = max(max(map(len, chosen)), max(map(len, rejected)))
-    input_ids = torch.full((rows, length), pad_id, dtype=torch.long)
-    position_ids = torch.zeros((rows, length), dtype=torch.long)
-    segments = torch.full((rows, length), PAD, dtype=torch.long)
-    chosen_t, rejected_t = _empty_targets(rows, units), _empty_targets(rows, units)
-    for b, (p, c, r) in enumerate(zip(prompts, chosen, rejected)):
+    ids, positions, segments = [], [], []
+    chosen_t, rejected_t = _TargetRows(units), _TargetRows(units)
+    # rows are built as Python lists and become tensors once: a row-by-row tensor fill cost
+    # more than the rest of a small model's reference forward
+    for p, c, r in zip(prompts, chosen, rejected):
         np_, nc, nr = len(p), len(c), len(r)
-        input_ids[b, : np_ + nc + nr] = torch.tensor([*p, *c, *r])
-        position_ids[b, : np_ + nc] = torch.arange(np_ + nc)
-        position_ids[b, np_ + nc: np_ + nc + nr] = torch.arange(np_, np_ + nr)
-        segments[b, :np_], segments[b, np_: np_ + nc], segments[b, np_ + nc: np_ + nc + nr] = PROMPT, CHOSEN, REJECTED
+        pad = length - np_ - nc - nr
+        ids.append([*p, *c, *r] + [pad_id] * pad)
+        positions.append([*range(np_ + nc), *range(np_, np_ + nr)] + [0] * pad)
+        segments.append([PROMPT] * np_ + [CHOSEN] * nc + [REJECTED] * nr + [PAD] * pad)
         # token u of a response is predicted by the position before it; for u = 0 both
         # responses are predicted by the last prompt token
-        _fill(chosen_t, b, c, _positions(np_ - 1, np_, units, length))
-        _fill(rejected_t, b, r, _positions(np_ - 1, np_ + nc, units, length))
-    return PackedLayout(input_ids, position_ids, segments, chosen_t, rejected_t)
+        chosen_t.add(c, _positions(np_ - 1, np_, units, length))
+        rejected_t.add(r, _positions(np_ - 1, np_ + nc, units, length))
+    return PackedLayout(_long(ids), _long(positions), _long(segments), chosen_t.tensors(), rejected_t.tensors())
 
 
 def naive(prompts: Ids, chosen: Ids, rejected: Ids, pad_id: int) -> NaiveLayout:
@@ -110,31 +127,39 @@ def sequences(prompts: Ids, responses: Ids, pad_id: int) -> NaiveLayout:
     """One right-padded sequence ``[prompt | response]`` per row, with a 2-D padding mask."""
     length = max(len(p) + len(r) for p, r in zip(prompts, responses))
     units = max(map(len, responses))
-    input_ids = torch.full((len(prompts), length), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(prompts), length), dtype=torch.long)
-    targets = _empty_targets(len(prompts), units)
-    for b, (p, r) in enumerate(zip(prompts, responses)):
-        input_ids[b, : len(p) + len(r)] = torch.tensor([*p, *r])
-        attention[b, : len(p) + len(r)] = 1
-        _fill(targets, b, r, _positions(len(p) - 1, len(p), units, length))
-    return NaiveLayout(input_ids, attention, targets)
+    ids, attention, targets = [], [], _TargetRows(units)
+    for p, r in zip(prompts, responses):
+        n = len(p) + len(r)
+        ids.append([*p, *r] + [pad_id] * (length - n))
+        attention.append([1] * n + [0] * (length - n))
+        targets.add(r, _positions(len(p) - 1, len(p), units, length))
+    return NaiveLayout(_long(ids), _long(attention), targets.tensors())
 
 
-def _positions(first: int, start: int, units: int, length: int) -> Tensor:
+def _positions(first: int, start: int, units: int, length: int) -> list[int]:
     """Predicting positions of a response whose token 0 sits at ``start`` (predicted from
     ``first``), ``units`` of them: entries past the response run on into the row."""
-    positions = (start + torch.arange(units)).clamp(max=length - 1) - 1
-    positions[0] = first
-    return positions
+    return ([first] + [min(start + u, length - 1) - 1 for u in range(1, units)])[:units]
 
 
-def _empty_targets(rows: int, units: int) -> Targets:
-    return Targets(torch.zeros((rows, units), dtype=torch.long), torch.zeros((rows, units), dtype=torch.long),
-                   torch.zeros((rows, units), dtype=torch.bool))
+def _long(rows: list[list[int]]) -> Tensor:
+    return torch.tensor(rows, dtype=torch.long)
 
 
-def _fill(t: Targets, row: int, tokens: Sequence[int], positions: Tensor) -> None:
-    n = len(tokens)
-    t.positions[row] = positions
-    t.targets[row, :n] = torch.tensor(list(tokens), dtype=torch.long)
-    t.mask[row, :n] = True
+class _TargetRows:
+    """:class:`Targets` of ``units`` entries per row, gathered row by row as lists."""
+
+    def __init__(self, units: int):
+        self.units = units
+        self.positions: list[list[int]] = []
+        self.targets: list[list[int]] = []
+        self.mask: list[list[bool]] = []
+
+    def add(self, tokens: Sequence[int], positions: list[int]) -> None:
+        rest = self.units - len(tokens)
+        self.positions.append(positions)
+        self.targets.append([*tokens] + [0] * rest)
+        self.mask.append([True] * len(tokens) + [False] * rest)
+
+    def tensors(self) -> Targets:
+        return Targets(_long(self.positions), _long(self.targets), torch.tensor(self.mask, dtype=torch.bool))

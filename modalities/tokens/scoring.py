@@ -48,12 +48,25 @@ class Wants:
         return cls(vocab="vocab_logps" in needs, hidden="hidden" in needs)
 
 
+#: the key of the packed layout in a batch's ``frozen`` memo
+PACKED_LAYOUT = "tokens/packed_layout"
+
+
 def score_pairs(model: nn.Module, prompts: Ids, chosen: Ids, rejected: Ids, pad_id: int, *, packed: bool,
-                wants: Wants = Wants(), condition: Condition = Condition()) -> tuple[TokenScores, TokenScores]:
-    """Token scores of the chosen and of the rejected responses, ``[B, U]`` each."""
+                wants: Wants = Wants(), condition: Condition = Condition(),
+                memo: dict | None = None) -> tuple[TokenScores, TokenScores]:
+    """Token scores of the chosen and of the rejected responses, ``[B, U]`` each.
+
+    ``memo`` (a batch's ``frozen`` dict): the packed layout is kept there, so the reference
+    forward of a step reuses the policy's layout, its attention mask and their device copies
+    (the layout depends on the token ids alone)."""
     options = {"vocab": wants.vocab, "keep_hidden": wants.hidden}
     if packed:
-        layout = pack(prompts, chosen, rejected, pad_id)
+        layout = memo.get(PACKED_LAYOUT) if memo is not None else None
+        if layout is None:
+            layout = pack(prompts, chosen, rejected, pad_id)
+            if memo is not None:
+                memo[PACKED_LAYOUT] = layout
         states = packed_hidden(model, layout, condition.embed)
         return (token_scores(model, states, layout.chosen, **options),
                 token_scores(model, states, layout.rejected, **options))

@@ -24,25 +24,11 @@ from mmalign.data.io import RowRef
 from mmalign.modalities.frozen_cache import FrozenCache, read, weights_hash
 from mmalign.modalities.tokens.forward import device_of, unwrap
 from mmalign.modalities.vision_language.images import open_image
-from mmalign.modalities.vision_language.vision import image_features
-from mmalign.train.adapters import tuner_layers
+from mmalign.modalities.vision_language.vision import image_features, vision_parts
 
 log = logging.getLogger("mmalign")
 VERSION = 1
 KEY = "features"
-
-
-def vision_parts(model: nn.Module) -> list[nn.Module]:
-    """The vision tower and the projector of a LLaVA-style model."""
-    inner = unwrap(model).base_model
-    return [inner.vision_tower, inner.multi_modal_projector]
-
-
-def vision_frozen(model: nn.Module) -> bool:
-    """No vision or projector weight trains, and none carries an adapter."""
-    parts = vision_parts(model)
-    return not any(p.requires_grad for part in parts for p in part.parameters()) and not any(
-        tuner_layers(part) for part in parts)
 
 
 def cache_features(model: nn.Module, processor, records: list[dict[str, Any]], cache_dir: str) -> list[dict[str, Any]]:

@@ -29,6 +29,7 @@ from mmalign.modalities.vision_language import feature_cache
 from mmalign.modalities.vision_language import records as _records
 from mmalign.modalities.vision_language.images import corrupt_image, open_image
 from mmalign.modalities.vision_language.sampling import generate
+from mmalign.modalities.vision_language.vision import vision_frozen
 from mmalign.modalities.vision_language.scoring import SUPPORTED_NEEDS, feature_condition, pixel_condition, score
 from mmalign.modality import ModelSpec, normalize_seeds, row_generator
 from mmalign.objectives.conditional import CORRUPTED
@@ -153,7 +154,7 @@ class VisionLanguageModality:
         (:mod:`.feature_cache`), when the policy's vision side is frozen; else the records as they are."""
         if not self.options.cache_image_features or self.policy is None:
             return records
-        if not feature_cache.vision_frozen(self.policy):
+        if not vision_frozen(self.policy):
             log.warning("vision_language: cache_image_features is off for this run: the vision tower or "
                         "projector trains (or has an adapter), so its features change")
             return records
@@ -213,12 +214,12 @@ class VisionLanguageModality:
         opened images once per batch when the features were cached but the naive path runs."""
         features = batch.inputs.get("image_features")
         if features is None:
-            return pixel_condition(batch.inputs["pixel_values"])
+            return pixel_condition(batch.inputs["pixel_values"], memo=batch.frozen)
         if self.options.packed:
             return feature_condition(features)
         if "pixel_values" not in batch.frozen:
             batch.frozen["pixel_values"] = self._pixels([i for row in batch.inputs["images"] for i in row])
-        return pixel_condition(batch.frozen["pixel_values"])
+        return pixel_condition(batch.frozen["pixel_values"], memo=batch.frozen)
 
     def _swapped_pixels(self, batch: Batch, draw: Draw, term: str) -> Tensor:
         """Pixel values of each row's corrupted (or retrieved) image, in row order; made once

@@ -34,7 +34,8 @@ def score(model: nn.Module, batch: Batch, needs: frozenset[str], *, packed: bool
     module docstring)."""
     inputs = batch.inputs
     chosen, rejected = score_pairs(model, inputs["prompt_ids"], inputs["chosen_ids"], inputs["rejected_ids"],
-                                   inputs["pad_id"], packed=packed, wants=Wants.of(needs), condition=condition)
+                                   inputs["pad_id"], packed=packed, wants=Wants.of(needs), condition=condition,
+                                   memo=batch.frozen)
     out = pair_surrogate(chosen, rejected)
     for term in TERMS:
         if f"terms:{term}" in needs:
@@ -42,10 +43,12 @@ def score(model: nn.Module, batch: Batch, needs: frozenset[str], *, packed: bool
     return out
 
 
-def pixel_condition(pixel_values: Tensor | None) -> Condition:
-    """The images of a batch (every row's, in row order) as the model reads them on either path."""
+def pixel_condition(pixel_values: Tensor | None, memo: dict | None = None) -> Condition:
+    """The images of a batch (every row's, in row order) as the model reads them on either path;
+    ``memo`` (the batch's ``frozen`` dict) lets a frozen vision side run once per batch
+    (:func:`~mmalign.modalities.vision_language.vision.embed`)."""
     return Condition(inputs={} if pixel_values is None else {"pixel_values": pixel_values},
-                     embed=image_embed(pixel_values))
+                     embed=image_embed(pixel_values, memo))
 
 
 def feature_condition(features: Tensor) -> Condition:
