@@ -281,3 +281,33 @@ def train_two_processes(recipe, folder: str | Path, timeout: int = 600) -> list[
         raise AssertionError(f"the two-process run failed:\n{proc.stderr[-3000:]}")
     lines = (Path(recipe.logging.output_dir) / "metrics.jsonl").read_text().splitlines()
     return [row for row in map(json.loads, lines) if row["split"] == "train"]
+
+
+def lora_dpo_steps(modality, policy: nn.Module, records: list[dict], steps: int, beta: float,
+                   lr: float = 1e-2, rank: int = 4) -> list[float]:
+    """Inject a LoRA (``rank``, alpha ``2 * rank``, gaussian init, the plugin's
+    ``lora_target_modules``) and take ``steps`` Adam steps of DPO against the same model with
+    its adapters off, all on one batch of ``records`` and one draw; the losses. The adapters
+    start as a copy of the base, so the first loss is log 2 and, on a fixed draw, the loss
+    falls: what a plugin's export test trains before it reloads the export."""
+    from peft import LoraConfig
+
+    import mmalign.objectives as objectives
+    from mmalign.train.adapters import adapters_disabled, inject
+
+    inject(policy, LoraConfig(r=rank, lora_alpha=2 * rank, init_lora_weights="gaussian",
+                              target_modules=list(modality.lora_target_modules)))
+    optimizer = torch.optim.Adam([p for p in policy.parameters() if p.requires_grad], lr=lr)
+    losses = []
+    for _ in range(steps):
+        batch = modality.collate(records)
+        draw = modality.draw(batch, 0, policy)
+        pol = modality.surrogate(policy, batch, draw, frozenset())
+        with torch.no_grad(), adapters_disabled(policy):
+            ref = modality.surrogate(policy, batch, draw, frozenset())
+        loss = objectives.get("dpo")(pol, ref, beta=beta).loss.mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses

@@ -6,38 +6,21 @@ from __future__ import annotations
 import pytest
 import torch
 from diffusers import UNet2DConditionModel
-from peft import LoraConfig, PeftModel
+from peft import PeftModel
 from PIL import Image
 
-import mmalign.objectives as objectives
 from mmalign.models import diffusion as builders
 from mmalign.errors import ConfigError
+from mmalign.testing import lora_dpo_steps
 from mmalign.modalities.image_diffusion.sampling import build_pipeline, save_grid
-from mmalign.train.adapters import adapters_disabled, inject
 
 from diffusion_helpers import make_modality
 
 
 def train_lora(builder, pickapic_file, tmp_path, steps=3):
     modality, policy = make_modality(builder)
-    inject(policy, LoraConfig(r=4, lora_alpha=8, init_lora_weights="gaussian",
-                              target_modules=list(modality.lora_target_modules)))
     records = modality.prepare(modality.load_records(pickapic_file, "pickapic"), str(tmp_path / "cache"))
-    params = [p for p in policy.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=1e-2)
-    losses = []
-    for step in range(steps):
-        batch = modality.collate(records)
-        draw = modality.draw(batch, 0, policy)  # the same draw each step: the loss must fall
-        pol = modality.surrogate(policy, batch, draw, frozenset())
-        with torch.no_grad(), adapters_disabled(policy):  # the reference: the same UNet, adapters off
-            ref = modality.surrogate(policy, batch, draw, frozenset())
-        loss = objectives.get("dpo")(pol, ref, beta=5000.0).loss.mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    return modality, policy, losses
+    return modality, policy, lora_dpo_steps(modality, policy, records, steps, beta=5000.0)
 
 
 def unet_output(unet, sdxl: bool) -> torch.Tensor:

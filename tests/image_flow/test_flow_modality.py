@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from peft import LoraConfig
 
-import mmalign.objectives as objectives
 from mmalign.errors import ConfigError
+from mmalign.testing import lora_dpo_steps
 from mmalign.modality import ModelSpec, row_generator
 from mmalign.models import flow
-from mmalign.train.adapters import adapters_disabled, inject
 
 from mmalign.modalities.denoising.flow_time import flow_timestep_sampler
 from mmalign.modalities.image_flow import ImageFlowModality
@@ -21,23 +19,8 @@ from flow_helpers import KINDS, make_modality, transformer_output
 
 def train_lora(case, pickapic_file, tmp_path, steps=3, beta=500.0):
     modality, policy = make_modality(case)
-    inject(policy, LoraConfig(r=4, lora_alpha=8, init_lora_weights="gaussian",
-                              target_modules=list(modality.lora_target_modules)))
     records = modality.prepare(modality.load_records(pickapic_file, "pickapic"), str(tmp_path / "cache"))
-    optimizer = torch.optim.Adam([p for p in policy.parameters() if p.requires_grad], lr=1e-2)
-    losses = []
-    for _ in range(steps):
-        batch = modality.collate(records)
-        draw = modality.draw(batch, 0, policy)  # the same draw each step: the loss must fall
-        pol = modality.surrogate(policy, batch, draw, frozenset())
-        with torch.no_grad(), adapters_disabled(policy):  # the reference: the same model, adapters off
-            ref = modality.surrogate(policy, batch, draw, frozenset())
-        loss = objectives.get("dpo")(pol, ref, beta=beta).loss.mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    return modality, policy, losses
+    return modality, policy, lora_dpo_steps(modality, policy, records, steps, beta)
 
 
 @pytest.mark.parametrize("case", ["sd3", "flux_dev"])

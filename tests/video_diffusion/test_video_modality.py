@@ -7,14 +7,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from peft import LoraConfig
 
-import mmalign.objectives as objectives
 from mmalign.errors import ConfigError
 from mmalign.modality import ModelSpec, row_generator
 from mmalign.models import video_diffusion as vd
-from mmalign.testing import check_modality
-from mmalign.train.adapters import adapters_disabled, inject
+from mmalign.testing import check_modality, lora_dpo_steps
 
 from mmalign.modalities.denoising.flow_time import flow_timestep_sampler
 from mmalign.modalities.video_diffusion import VideoDiffusionModality
@@ -88,23 +85,8 @@ def test_each_row_draws_its_time_from_its_own_generator(case, pairs_file):
 
 def train_lora(case, pairs_file, tmp_path, steps=3, beta=5000.0):
     modality, policy = make_modality(case)
-    inject(policy, LoraConfig(r=4, lora_alpha=8, init_lora_weights="gaussian",
-                              target_modules=list(modality.lora_target_modules)))
     records = modality.prepare(modality.load_records(pairs_file), str(tmp_path / "cache"))
-    optimizer = torch.optim.Adam([p for p in policy.parameters() if p.requires_grad], lr=1e-2)
-    losses = []
-    for _ in range(steps):
-        batch = modality.collate(records)
-        draw = modality.draw(batch, 0, policy)  # the same draw each step: the loss must fall
-        pol = modality.surrogate(policy, batch, draw, frozenset())
-        with torch.no_grad(), adapters_disabled(policy):  # the reference: the same model, adapters off
-            ref = modality.surrogate(policy, batch, draw, frozenset())
-        loss = objectives.get("dpo")(pol, ref, beta=beta).loss.mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    return modality, policy, losses
+    return modality, policy, lora_dpo_steps(modality, policy, records, steps, beta)
 
 
 @pytest.mark.parametrize("case", ["wan", "cogvideox"])
