@@ -1,4 +1,4 @@
-"""The ``mmalign`` command: list, train, eval, plot.
+"""The ``mmalign`` command: list, train, eval, plot, report, demo, data stats, check-plugin.
 
 Exit codes: 0 done; 2 bad recipe, data or name (the message says what to fix);
 1 any other failure.
@@ -86,6 +86,18 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_data_stats(args) -> int:
+    """Figures of a recipe's data files (:mod:`mmalign.data.stats`), as text or JSON."""
+    import json
+
+    from mmalign import config
+    from mmalign.data.stats import data_stats, format_stats
+
+    result = data_stats(config.load(args.config, args.overrides))
+    print(json.dumps(result, indent=2, default=str) if args.json else format_stats(result))
+    return 0
+
+
 def cmd_plot(args) -> int:
     from mmalign.plot import plot
 
@@ -152,6 +164,21 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--overwrite", action="store_true",
                            help="replace a finished run in logging.output_dir")
         s.set_defaults(fn=fn)
+
+    s = sub.add_parser("data", help="look at a recipe's data before training",
+                       description="Data diagnostics of a recipe's data files.")
+    data_sub = s.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
+    s = data_sub.add_parser("stats", help="rows, records and token lengths of each data file",
+                            description="Loads the recipe's modality and policy (its tokenizer or processor) "
+                            "as `mmalign train` does and prints, per data file: rows, records kept, what "
+                            "the checks dropped, prompt and response tokens (min / median / max) and the "
+                            "modality's own figures (images, tokens per image, ...). Exit 2: bad recipe "
+                            "or data.")
+    s.add_argument("config", help="a YAML recipe or a bundled recipe's name (`mmalign list configs`)")
+    s.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="dotted overrides, e.g. data.train=other.jsonl")
+    s.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    s.set_defaults(fn=cmd_data_stats)
 
     s = sub.add_parser("plot", help="PNG training curves of a run dir")
     s.add_argument("run_dir")

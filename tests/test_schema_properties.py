@@ -48,7 +48,8 @@ TEXT = any_of(st.text(min_size=1, max_size=12), st.sampled_from(["<image>", "N/A
 SCALARS = any_of(st.none(), st.booleans(), INT64, st.floats(allow_nan=True, allow_infinity=True),
                  TEXT, st.binary(max_size=16))
 INNER_KEYS = st.sampled_from(["role", "content", "text", "label", "response", "annotations", "Rating",
-                              "Helpfulness", "bytes", "path", "question", "chosen", "rejected", "type"])
+                              "Helpfulness", "bytes", "path", "question", "chosen", "rejected", "type",
+                              "from", "value"])
 
 
 def nested(scalars: st.SearchStrategy) -> st.SearchStrategy:
@@ -97,6 +98,11 @@ SENTENCE = st.fixed_dictionaries({"text": leaf(TEXT), "label": leaf(st.sampled_f
 SENTENCES = st.lists(leaf(SENTENCE), min_size=1, max_size=3)
 IMAGE = any_of(st.binary(max_size=16), st.sampled_from(["a.png", "missing/b.jpg"]),
                st.fixed_dictionaries({"bytes": leaf(st.binary(max_size=8)), "path": leaf(st.none())}))
+VIDEO = any_of(st.binary(max_size=16), st.sampled_from(["a.mp4", "clips/b.mp4"]),
+               st.fixed_dictionaries({"bytes": leaf(st.binary(max_size=8)), "path": leaf(st.none())}))
+#: LLaMA-Factory's sharegpt turns
+SHAREGPT_TURN = st.fixed_dictionaries({"from": leaf(st.sampled_from(["human", "gpt", "system", "observation"])),
+                                       "value": leaf(TEXT)})
 COMPLETION = st.fixed_dictionaries({"response": leaf(TEXT), "annotations": leaf(ANNOTATIONS)})
 #: RLHF-V's ``text``: a JSON object in a string (or already parsed), or text that only
 #: looks like JSON
@@ -117,6 +123,10 @@ WELL_FORMED: dict[str, st.SearchStrategy] = {
     "retrieved_image": IMAGE, "text": RLHF_TEXT, "margin": st.floats(allow_nan=True),
     "completions": st.lists(leaf(COMPLETION), min_size=1, max_size=4),
     "chosen_sentences": SENTENCES, "rejected_sentences": SENTENCES,
+    "video": VIDEO, "videos": st.lists(VIDEO, max_size=3), "rejected_video": VIDEO, "response": RESPONSE,
+    "conversations": st.lists(leaf(SHAREGPT_TURN), min_size=1, max_size=4), "messages": MESSAGES,
+    "system": TEXT, "rejected_response": TEXT, "rejected_images": st.lists(IMAGE, max_size=2),
+    "rejected_videos": st.lists(VIDEO, max_size=2),
 }
 
 
@@ -129,8 +139,14 @@ RLAIF_V = ("image", "question", "chosen", "rejected")
 VL_CONVERSATIONAL = ("prompt", "images", "image", "chosen", "rejected")
 RLHF_V = ("image", "text")
 VLFEEDBACK = ("prompt", "image", "img_path", "completions")
-VL_EXTRAS = ("rejected_image", "retrieved_image", "margin", "chosen_sentences", "rejected_sentences")
-GROUPS = [PAIR, UNPAIRED, PICKAPIC, IMAGE_LABELS, RLAIF_V, VL_CONVERSATIONAL, RLHF_V, VLFEEDBACK, VL_EXTRAS]
+VL_EXTRAS = ("rejected_image", "retrieved_image", "margin", "chosen_sentences", "rejected_sentences",
+             "rejected_video")
+VIDEO_QA = ("video", "videos", "question", "chosen", "rejected")
+VIDEO_UNPAIRED = ("video", "videos", "question", "response", "label")
+LLAMAFACTORY = ("conversations", "messages", "chosen", "rejected", "system", "images", "videos")
+SWIFT = ("messages", "rejected_response", "images", "videos", "rejected_images", "rejected_videos")
+GROUPS = [PAIR, UNPAIRED, PICKAPIC, IMAGE_LABELS, RLAIF_V, VL_CONVERSATIONAL, RLHF_V, VLFEEDBACK, VL_EXTRAS,
+          VIDEO_QA, VIDEO_UNPAIRED, LLAMAFACTORY, SWIFT]
 #: the columns each built-in schema reads, so that its rows mostly hold them: a row with no
 #: image never reaches the checks of rlhf_v's JSON. A schema not listed (a plugin's, one
 #: added later) gets rows of one to three random groups.
@@ -140,6 +156,8 @@ READS: dict[str, tuple[str, ...]] = {
     "vision_language:rlaif_v": RLAIF_V + VL_EXTRAS,
     "vision_language:vl_conversational": VL_CONVERSATIONAL + VL_EXTRAS,
     "vision_language:rlhf_v": RLHF_V + VL_EXTRAS, "vision_language:vlfeedback": VLFEEDBACK,
+    "vision_language:video_qa": VIDEO_QA + VL_EXTRAS, "vision_language:video_unpaired": VIDEO_UNPAIRED,
+    "vision_language:llamafactory": LLAMAFACTORY + VL_EXTRAS, "vision_language:swift": SWIFT + VL_EXTRAS,
 }
 
 

@@ -6,6 +6,7 @@ log-probs, a thin plugin on :mod:`mmalign.modalities.tokens`.
 * :mod:`.records` -- data files to records through the ``text:*`` dataset schemas;
 * :mod:`.loading` -- the model and tokenizer from a local folder or a ``models.text`` builder.
 """
-from mmalign.modalities.text.modality import TextModality, TextOptions, kl_mismatched
+from mmalign.modalities.text.modality import TextModality, TextOptions
+from mmalign.modalities.tokens.scoring import kl_mismatched
 
 __all__ = ["TextModality", "TextOptions", "kl_mismatched"]

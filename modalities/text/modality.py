@@ -27,7 +27,9 @@ from mmalign.modalities.tokens.fields import pair_fields, row_fields
 from mmalign.modalities.tokens.forward import device_of
 from mmalign.modalities.tokens.options import TokenOptions, parse_options
 from mmalign.modalities.tokens.sampling import evaluating, new_tokens, refuse_init
-from mmalign.modalities.tokens.scoring import Wants, pair_surrogate, score_pairs, score_responses, unpaired_surrogate
+from mmalign.modalities.tokens.records import is_paired, mismatched
+from mmalign.modalities.tokens.scoring import (Wants, kl_mismatched, pair_surrogate, score_pairs, score_responses,
+                                               unpaired_surrogate)
 from mmalign.modality import ModelSpec, normalize_seeds
 from mmalign.surrogate import Batch, Draw, Surrogate
 
@@ -96,7 +98,7 @@ class TextModality:
         """
         if not records:
             raise DataError("cannot collate an empty list of records")
-        paired = _is_paired(records)
+        paired = is_paired(records)
         inputs = self._pairs(records) if paired else self._unpaired(records)
         fields = {**(pair_fields(_sides(inputs)) if paired else {}), **row_fields(records)}
         return Batch(inputs={**inputs, "paired": paired, "pad_id": _pad_id(self._require_tokenizer())},
@@ -109,8 +111,7 @@ class TextModality:
                 "rejected_ids": [e["response_ids"][1] for e in encoded]}
 
     def _unpaired(self, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        shifted = list(records[1:]) + list(records[:1])
-        encoded = [self._encode(r, [r["completion"], s["completion"]]) for r, s in zip(records, shifted)]
+        encoded = [self._encode(r, [r["completion"], other]) for r, other in zip(records, mismatched(records))]
         return {"prompt_ids": [e["prompt_ids"] for e in encoded],
                 "completion_ids": [e["response_ids"][0] for e in encoded],
                 "mismatched_ids": [e["response_ids"][1] for e in encoded],
@@ -133,7 +134,8 @@ class TextModality:
                                      wants=wants)
             out = unpaired_surrogate(scores, inputs["label"])
             if "terms:kl_mismatched" in needs:
-                out.terms["kl_mismatched"] = kl_mismatched(model, inputs)
+                out.terms["kl_mismatched"] = kl_mismatched(model, inputs["prompt_ids"], inputs["mismatched_ids"],
+                                                           inputs["pad_id"])
             return out
         if needs & UNPAIRED_NEEDS:
             raise ConfigError(f"the objective needs {', '.join(sorted(needs & UNPAIRED_NEEDS))}, which only "
@@ -148,7 +150,7 @@ class TextModality:
     def export(self, model: nn.Module, out_dir: str, card: str) -> list[str]:
         """The peft adapter folder of a LoRA policy, else ``save_pretrained`` in safetensors;
         the tokenizer and a README.md card beside it (:func:`export_pretrained`)."""
-        return export_pretrained(model, self._require_tokenizer(), out_dir, card)
+        return export_pretrained(model, self._require_tokenizer(), out_dir, card, merged=self.options.export_merged)
 
     def sample(self, model: nn.Module, prompts: Sequence[Any], n: int, seeds: int | Sequence[int],
                init: Any = None, strength: float | None = None) -> list[list[str]]:
@@ -178,28 +180,8 @@ class TextModality:
         return self.tokenizer
 
 
-def kl_mismatched(model: nn.Module, inputs: dict[str, Any]) -> Tensor:
-    """``log pi(y_{i+1} | x_i)`` per row: KTO's estimate of ``KL(pi || ref)`` pairs each prompt
-    with another row's completion (Ethayarajh et al. 2024, arXiv:2402.01306).
-
-    Computed without gradient: KTO uses the estimate as its reference point ``z_0`` and does
-    not back-propagate through it (TRL neither); a separate pass keeps the main one small.
-    """
-    with torch.no_grad():
-        scores = score_responses(model, inputs["prompt_ids"], inputs["mismatched_ids"], inputs["pad_id"])
-    return scores.logps.sum(-1)
-
-
 def _sides(inputs: dict[str, Any]) -> list[dict[str, list[int]]]:
     return [{"chosen_ids": c, "rejected_ids": r} for c, r in zip(inputs["chosen_ids"], inputs["rejected_ids"])]
-
-
-def _is_paired(records: Sequence[dict[str, Any]]) -> bool:
-    kinds = {"chosen" in r for r in records}
-    if len(kinds) > 1:
-        raise DataError("a batch mixes paired rows (chosen / rejected) and unpaired rows (completion / label)",
-                        hint="Use one data layout per run")
-    return kinds.pop()
 
 
 def _sample_id(record: dict[str, Any]) -> str:

@@ -39,24 +39,31 @@ def token_embeddings(model: nn.Module, input_ids: Tensor) -> Tensor:
     return model.get_input_embeddings()(input_ids)
 
 
-def packed_hidden(model: nn.Module, layout: PackedLayout, embed: Embed = token_embeddings) -> Tensor:
-    """Last hidden states ``[B, L, H]`` of the packed rows."""
+def packed_hidden(model: nn.Module, layout: PackedLayout, embed: Embed = token_embeddings,
+                  position_ids: Tensor | None = None) -> Tensor:
+    """Last hidden states ``[B, L, H]`` of the packed rows; ``position_ids`` replace the
+    layout's 1-D ones (multimodal RoPE: ``[3, B, L]``)."""
     model = unwrap(model)
     device = device_of(model)
-    input_ids, position_ids = layout.ids_on(device)
+    input_ids, flat_positions = layout.ids_on(device)
+    position_ids = flat_positions if position_ids is None else position_ids.to(device)
     embeds = embed(model, input_ids)
     out = model.get_decoder()(inputs_embeds=embeds, attention_mask=layout.mask_on(device, embeds.dtype),
                               position_ids=position_ids, use_cache=False)
     return out.last_hidden_state
 
 
-def sequence_hidden(model: nn.Module, layout: NaiveLayout, inputs: dict[str, Tensor] | None = None) -> Tensor:
+def sequence_hidden(model: nn.Module, layout: NaiveLayout, inputs: dict[str, Tensor] | None = None,
+                    position_ids: Tensor | None = None) -> Tensor:
     """Last hidden states ``[N, L, H]`` from the model's own backbone over one sequence per
-    row; ``inputs`` are its other keyword inputs (``pixel_values``), floats cast to its dtype."""
+    row; ``inputs`` are its other keyword inputs (``pixel_values``), floats cast to its dtype;
+    ``position_ids``, when given, replace the backbone's own."""
     model = unwrap(model)
     device = device_of(model)
     extra = {k: v.to(device, model.dtype) if v.is_floating_point() else v.to(device)
              for k, v in (inputs or {}).items()}
+    if position_ids is not None:
+        extra["position_ids"] = position_ids.to(device)
     out = model.base_model(input_ids=layout.input_ids.to(device), attention_mask=layout.attention_mask.to(device),
                            use_cache=False, **extra)
     return out.last_hidden_state

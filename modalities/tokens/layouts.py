@@ -163,3 +163,22 @@ class _TargetRows:
 
     def tensors(self) -> Targets:
         return Targets(_long(self.positions), _long(self.targets), torch.tensor(self.mask, dtype=torch.bool))
+
+
+def packed_positions(layout: PackedLayout, naive_positions: Tensor) -> Tensor:
+    """Position ids of the packed rows taken from the naive rows' own, ``[..., B, L]``.
+
+    ``naive_positions`` ``[..., 2B, L']`` are the positions the model gives the naive layout
+    of the same pairs (rows ``b`` = prompt + chosen, ``B + b`` = prompt + rejected): the
+    prompt and chosen tokens of packed row ``b`` take row ``b``'s, its rejected tokens those of
+    row ``B + b`` after the prompt. A model with positions beyond ``0, 1, 2, ...`` (the 3-D
+    multimodal RoPE of Qwen2-VL, where a clip's temporal positions jump ahead) then sees in
+    the packed row exactly the positions of its two sequences."""
+    rows = layout.input_ids.shape[0]
+    out = naive_positions.new_zeros((*naive_positions.shape[:-2], rows, layout.input_ids.shape[1]))
+    counts = torch.stack([(layout.segments == s).sum(-1) for s in (PROMPT, CHOSEN, REJECTED)], -1).tolist()
+    for b, (n_prompt, n_chosen, n_rejected) in enumerate(counts):
+        head = n_prompt + n_chosen
+        out[..., b, :head] = naive_positions[..., b, :head]
+        out[..., b, head:head + n_rejected] = naive_positions[..., rows + b, n_prompt:n_prompt + n_rejected]
+    return out

@@ -22,7 +22,8 @@ class TokenOptions(BaseModel):
       ``keep_start`` its first ones;
     * ``packed``: score ``[prompt | chosen | rejected]`` as one sequence with a block mask, the
       prompt computed once per pair; false runs ``2B`` sequences;
-    * ``max_new_tokens``: response length for ``sample``.
+    * ``max_new_tokens``: response length for ``sample``;
+    * ``export_merged``: a LoRA policy's export also holds the merged model in ``merged/``.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -31,6 +32,7 @@ class TokenOptions(BaseModel):
     truncation: Literal["keep_end", "keep_start"] = "keep_end"
     packed: StrictBool = False
     max_new_tokens: StrictInt = Field(128, ge=1)
+    export_merged: StrictBool = False
 
 
 def parse_options(schema: type[O], options: dict[str, Any], modality: str) -> O:

@@ -37,3 +37,21 @@ def read_records(path: str, schema: str | None, *, guess: Guess, make: Make,
     if schema_fn is None:
         raise DataError("holds no rows", file=str(path), hint="Point the recipe at a file with data")
     return records
+
+
+def is_paired(records) -> bool:
+    """Whether a batch's records are pairs (chosen / rejected) rather than unpaired rows
+    (completion / label); a batch mixing both is refused."""
+    kinds = {"chosen" in r for r in records}
+    if len(kinds) > 1:
+        raise DataError("a batch mixes paired rows (chosen / rejected) and unpaired rows (completion / label)",
+                        hint="Use one data layout per run")
+    return kinds.pop()
+
+
+def mismatched(records, key: str = "completion") -> list:
+    """Each row's neighbour's ``key`` (row ``i + 1``, cyclically): the mismatched completions
+    of KTO's KL estimate (a batch of one row pairs the row with itself, which makes that
+    estimate the matched log-likelihood, so use two or more)."""
+    records = list(records)
+    return [r[key] for r in records[1:] + records[:1]]

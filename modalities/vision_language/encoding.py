@@ -1,4 +1,4 @@
-"""Turning one preference pair into token ids: chat-template prompt with its image
+"""Turning one preference pair into token ids: chat-template prompt with its image and clip
 placeholders expanded by the processor, and chosen / rejected responses.
 
 Truncation shortens the responses only (:mod:`mmalign.modalities.tokens.truncation`): the
@@ -8,6 +8,7 @@ or silently misreads), so a prompt that leaves no room for a response is a
 """
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -16,14 +17,19 @@ from mmalign.data.io import RowRef
 from mmalign.errors import DataError
 from mmalign.modalities.tokens.responses import response_span, adds_bos
 from mmalign.modalities.tokens.truncation import PromptTooLong, fit
+from mmalign.modalities.vision_language.media import processor_kwargs
 
-IMAGE_PLACEHOLDER = "<image>"
+IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER = "<image>", "<video>"
+#: placeholder text and content-item type of each media kind
+PLACEHOLDERS = {"image": IMAGE_PLACEHOLDER, "video": VIDEO_PLACEHOLDER}
+MARKER = re.compile("(<image>|<video>)")
 
 
 @dataclass
 class EncodedPair:
     """Token ids of a pair; ``*_offsets`` are each response token's character span."""
 
+    prompt_text: str
     prompt_ids: list[int]
     chosen_ids: list[int]
     rejected_ids: list[int]
@@ -31,13 +37,14 @@ class EncodedPair:
     rejected_offsets: list[tuple[int, int]]
 
 
-def to_messages(prompt: Any, n_images: int, where: RowRef, field: str = "prompt") -> list[dict]:
+def to_messages(prompt: Any, n_images: int, where: RowRef, field: str = "prompt", n_videos: int = 0) -> list[dict]:
     """A prompt (text, or chat messages) as chat messages whose content is a list of
-    ``{"type": "text", "text": ...}`` / ``{"type": "image"}`` items.
+    ``{"type": "text", "text": ...}`` / ``{"type": "image"}`` / ``{"type": "video"}`` items.
 
-    ``<image>`` in text and ``{"type": "image"}`` items are placeholders. Their count must equal
-    the number of images; a prompt with no placeholder gets all its images in front of the
-    first user turn (the RLAIF-V / RLHF-V convention of questions without placeholders).
+    ``<image>`` / ``<video>`` in text and ``{"type": "image"}`` / ``{"type": "video"}`` items
+    are placeholders. Their count must equal the number of images (clips); a prompt with no
+    placeholder of a kind gets all its media of that kind in front of the first user turn
+    (the RLAIF-V / RLHF-V convention of questions without placeholders; clips before images).
     """
     if isinstance(prompt, str):
         messages = [{"role": "user", "content": prompt}]
@@ -47,54 +54,64 @@ def to_messages(prompt: Any, n_images: int, where: RowRef, field: str = "prompt"
         raise where.error(field, f"is neither text nor a list of chat messages (got {type(prompt).__name__})",
                           "Give the question as text or as [{'role': 'user', 'content': ...}, ...]")
     out = [{"role": m["role"], "content": _content_items(m.get("content"), where, field)} for m in messages]
-    placeholders = sum(item["type"] == "image" for m in out for item in m["content"])
-    if placeholders == 0 and n_images > 0:
-        first_user = next((m for m in out if m["role"] == "user"), None)
-        if first_user is None:
-            raise where.error(field, "has no user turn to attach the images to", "Add a user message")
-        first_user["content"] = [{"type": "image"}] * n_images + first_user["content"]
-    elif placeholders != n_images:
-        more = "more" if placeholders > n_images else "fewer"
-        raise where.error(field, f"has {placeholders} image placeholders but the row has {n_images} images "
-                                 f"({more} placeholders than images)",
-                          "Give one <image> placeholder per image, or none to put every image first")
+    for kind, count in (("image", n_images), ("video", n_videos)):
+        _place(out, kind, count, where, field)
     return out
+
+
+def _place(messages: list[dict], kind: str, count: int, where: RowRef, field: str) -> None:
+    """Check the ``kind`` placeholders against ``count``, or put ``count`` of them first."""
+    placeholders = sum(item["type"] == kind for m in messages for item in m["content"])
+    noun = "image" if kind == "image" else "clip"
+    if placeholders == 0 and count > 0:
+        first_user = next((m for m in messages if m["role"] == "user"), None)
+        if first_user is None:
+            raise where.error(field, f"has no user turn to attach the {noun}s to", "Add a user message")
+        first_user["content"] = [{"type": kind}] * count + first_user["content"]
+    elif placeholders != count:
+        more = "more" if placeholders > count else "fewer"
+        raise where.error(field, f"has {placeholders} {kind} placeholders but the row has {count} {noun}s "
+                                 f"({more} placeholders than {noun}s)",
+                          f"Give one {PLACEHOLDERS[kind]} placeholder per {noun}, or none to put every {noun} first")
 
 
 def _content_items(content: Any, where: RowRef, field: str) -> list[dict]:
     """Text with ``<image>`` markers, or content items, as a list of typed items."""
     if isinstance(content, str):
         items: list[dict] = []
-        for k, piece in enumerate(content.split(IMAGE_PLACEHOLDER)):
-            if k > 0:
-                items.append({"type": "image"})
-            if piece.strip():
+        for piece in MARKER.split(content):
+            if piece in (IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER):
+                items.append({"type": "image" if piece == IMAGE_PLACEHOLDER else "video"})
+            elif piece.strip():
                 items.append({"type": "text", "text": piece.strip()})
         return items
     if isinstance(content, list):
         items = []
         for item in content:
             kind = item.get("type") if isinstance(item, dict) else None
-            if kind == "image":
-                items.append({"type": "image"})
+            if kind in ("image", "video"):
+                items.append({"type": kind})
             elif kind == "text":
                 items.extend(_content_items(item.get("text") or "", where, field))
             else:
                 raise where.error(field, f"has a content item of unknown type {kind!r}",
-                                  "Use {'type': 'text', 'text': ...} or {'type': 'image'} items")
+                                  "Use {'type': 'text', 'text': ...}, {'type': 'image'} or {'type': 'video'} items")
         return items
     raise where.error(field, f"has message content of type {type(content).__name__}", "Give text or a list of items")
 
 
 def encode_pair(processor, messages: list[dict], images: list, chosen: str, rejected: str,
                 max_length: int | None, where: RowRef, repairs: Counter | None = None,
-                truncation: str = "keep_start") -> EncodedPair:
-    """Token ids of the prompt (image placeholders expanded, BOS included) and of each
+                truncation: str = "keep_start", clips: list | None = None) -> EncodedPair:
+    """Token ids of the prompt (image and clip placeholders expanded, BOS included) and of each
     response (closed by EOS: :mod:`mmalign.modalities.tokens.responses`), with responses
     shortened by ``truncation`` to fit ``max_length``; the prompt is never cut."""
+    if clips and getattr(processor, "video_token_id", None) is None:
+        raise where.error("video", f"has a clip, but {type(processor).__name__} reads images only",
+                          "Use a video-language model (Qwen2-VL / Qwen2.5-VL, LLaVA-NeXT-Video) or drop the clips")
     text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    prompt_ids = processor(text=[text], images=images or None, return_tensors="pt",
-                      add_special_tokens=adds_bos(processor.tokenizer, text))["input_ids"][0].tolist()
+    prompt_ids = processor(text=[text], return_tensors="pt", add_special_tokens=adds_bos(processor.tokenizer, text),
+                           **processor_kwargs(images, clips or []))["input_ids"][0].tolist()
     sides = [_response_ids(processor.tokenizer, response) for response in (chosen, rejected)]
     try:
         prompt_ids, keep = fit(prompt_ids, [len(ids) for ids, _ in sides], max_length, truncation)
@@ -104,18 +121,20 @@ def encode_pair(processor, messages: list[dict], images: list, chosen: str, reje
     cut = sum(len(ids) > k.stop - k.start for (ids, _), k in zip(sides, keep))
     if repairs is not None and cut:
         repairs["responses truncated to max_length"] += cut
-    return EncodedPair(prompt_ids, chosen_ids, rejected_ids, chosen_offsets, rejected_offsets)
+    return EncodedPair(text, prompt_ids, chosen_ids, rejected_ids, chosen_offsets, rejected_offsets)
 
 
 def _prompt_too_long(processor, prompt_ids: list[int], max_length: int, where: RowRef) -> DataError:
-    image_id = getattr(processor, "image_token_id", None)
-    n_image_tokens = sum(t == image_id for t in prompt_ids)
+    counts = [(sum(t == getattr(processor, f"{kind}_token_id", None) for t in prompt_ids), noun)
+              for kind, noun in (("image", "image"), ("video", "clip"))]
+    media = " and ".join(f"{n} of them {noun} tokens" for n, noun in counts if n)
+    nouns = " and ".join(noun for n, noun in counts if n) or "image"
     return where.error(
-        "images" if n_image_tokens else "prompt",
-        f"the prompt is {len(prompt_ids)} tokens ({n_image_tokens} of them image tokens), which "
+        "images" if media else "prompt",
+        f"the prompt is {len(prompt_ids)} tokens ({media or 'none of them image tokens'}), which "
         f"leaves no room for a response within max_length={max_length}; truncating would cut "
-        "into the prompt's image tokens",
-        "Raise the modality option max_length, or use fewer / smaller images for this row")
+        f"into the prompt's {nouns} tokens",
+        "Raise the modality option max_length, or use fewer / smaller images or fewer frames for this row")
 
 
 def _response_ids(tokenizer, text: str) -> tuple[list[int], list[tuple[int, int]]]:

@@ -1,15 +1,17 @@
-"""Projected image features computed once, in ``prepare``, when the vision side is frozen.
+"""Projected image and clip features computed once, in ``prepare``, when the vision side is frozen.
 
 Under LoRA on the language model (the default targets, :data:`LORA_TARGETS`) the vision tower
-and the projector never change, yet a pair's image would go through them at every step of
-every epoch. With ``cache_image_features: true`` the modality runs them once per image before
-training, through :mod:`mmalign.modalities.frozen_cache` (atomic entries, keyed by the image's
-decoded pixels, under a folder keyed by the vision weights and the processor's settings), and
-the packed path writes the stored features into the image-token slots instead.
+and the projector never change, yet a pair's images or clip would go through them at every
+step of every epoch. With ``cache_vision_features: true`` the modality runs them once per row
+before training, through :mod:`mmalign.modalities.frozen_cache` (atomic entries, keyed by the
+decoded pixels and frames, under a folder keyed by the vision weights and the processor's
+settings), and the packed path writes the stored features into the media-token slots instead;
+a clip is then not even decoded again. An entry keeps, beside the features, the grids a 3-D
+RoPE makes positions from (``image_grid_thw``, ``video_grid_thw``, ``second_per_grid_ts``).
 
 The cache is refused (the features are computed live, as without it) when any vision or
 projector weight trains or carries an adapter: cached features would then go stale. It holds
-``n_image_tokens x hidden`` values per image (LLaVA-1.5-7B: 576 x 4096, 4.5 MiB in bf16), so
+``n_tokens x hidden`` values per image or clip (LLaVA-1.5-7B: 576 x 4096, 4.5 MiB in bf16), so
 it is opt-in.
 """
 from __future__ import annotations
@@ -20,45 +22,54 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mmalign.data.io import RowRef
 from mmalign.modalities.frozen_cache import FrozenCache, read, weights_hash
 from mmalign.modalities.tokens.forward import device_of, unwrap
-from mmalign.modalities.vision_language.images import open_image
-from mmalign.modalities.vision_language.vision import image_features, vision_parts
+from mmalign.modalities.vision_language.media import Media, Sampling, media_inputs, open_media
+from mmalign.modalities.vision_language.vision import PIXELS, SHAPE_INPUTS, Features, media_features, vision_parts
 
 log = logging.getLogger("mmalign")
-VERSION = 1
-KEY = "features"
+VERSION = 2
 
 
-def cache_features(model: nn.Module, processor, records: list[dict[str, Any]], cache_dir: str) -> list[dict[str, Any]]:
-    """The records, each with ``image_features``: the cache file of its images' features."""
+def cache_features(model: nn.Module, processor, records: list[dict[str, Any]], cache_dir: str,
+                   sampling: Sampling = Sampling()) -> list[dict[str, Any]]:
+    """The records, each with ``media_features``: the cache file of its images' and clips' features."""
     config = unwrap(model).config
     settings = {"version": VERSION, "processor": processor.image_processor.to_dict(),
-                "layer": config.vision_feature_layer, "select": config.vision_feature_select_strategy}
+                "video_processor": _settings(getattr(processor, "video_processor", None)),
+                "sampling": list(sampling), "layer": getattr(config, "vision_feature_layer", None),
+                "select": getattr(config, "vision_feature_select_strategy", None)}
     cache = FrozenCache.open(cache_dir, "vision_language", weights_hash(vision_parts(model)), settings)
     out = []
     with torch.no_grad():
         for record in records:
-            images = [open_image(i, RowRef(record["file"], record["row"]), "image") for i in record["images"]]
-            key = ["images", *(f"{image.size}" for image in images), *(image.tobytes() for image in images)]
-            cache.get_or_compute(key, lambda: {KEY: _features(model, processor, images)})
-            out.append({**record, "image_features": str(cache.path(key))})
-    log.info("vision_language: image features of %d records cached in %s", len(out), cache.folder)
+            media = open_media(record, sampling)
+            key = ["media", *(f"{image.size}" for image in media.images), *(image.tobytes() for image in media.images),
+                   *(f"{clip.indices}" for clip in media.clips), *(clip.frames.numpy().tobytes() for clip in media.clips)]
+            cache.get_or_compute(key, lambda: _entry(model, processor, record["prompt_text"], media))
+            out.append({**record, "media_features": str(cache.path(key))})
+    log.info("vision_language: image and clip features of %d records cached in %s", len(out), cache.folder)
     return out
 
 
-def _features(model: nn.Module, processor, images: list) -> Tensor:
-    if not images:
-        return torch.zeros(0)
-    pixels = processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
-    return image_features(unwrap(model), pixels.to(device_of(model))).cpu()
+def _settings(part) -> dict | None:
+    return None if part is None else part.to_dict()
 
 
-def cached_features(records: list[dict[str, Any]]) -> Tensor | None:
-    """Every image's features of the batch, in row order, when every record has them cached."""
-    if not records or not all("image_features" in r for r in records):
+def _entry(model: nn.Module, processor, text: str, media: Media) -> dict[str, Tensor]:
+    inputs = media_inputs(processor, [text], [media])
+    if not inputs:
+        return {"none": torch.zeros(0)}
+    features = media_features(unwrap(model), {k: v.to(device_of(model)) for k, v in inputs.items()})
+    return {**{k: v.cpu() for k, v in features.items()}, **{k: inputs[k] for k in SHAPE_INPUTS if k in inputs}}
+
+
+def cached_features(records: list[dict[str, Any]]) -> tuple[Features, dict[str, Tensor]] | None:
+    """Every image's and clip's features of the batch, each kind in row order, and their
+    grids, when every record has them cached."""
+    if not records or not all("media_features" in r for r in records):
         return None
-    parts = [read(r["image_features"])[KEY] for r in records]
-    parts = [p for p in parts if p.numel()]
-    return torch.cat(parts) if parts else None
+    entries = [read(r["media_features"]) for r in records]
+    features = {kind: torch.cat(parts) for kind in PIXELS if (parts := [e[kind] for e in entries if kind in e])}
+    shapes = {key: torch.cat(parts) for key in SHAPE_INPUTS if (parts := [e[key] for e in entries if key in e])}
+    return features, shapes

@@ -1,9 +1,15 @@
-"""The ``vision_language`` modality: preference alignment of LLaVA-style models.
+"""The ``vision_language`` modality: preference alignment of image- and video-language models
+(LLaVA, LLaVA-NeXT-Video, Qwen2-VL / Qwen2.5-VL).
 
 The trainer drives it through the modality contract (``mmalign.modality``): load the policy
 and its processor, load and validate records, collate, draw (the mDPO image corruption, the
 only randomness), score, export, sample. Scoring, truncation, fields and export come from
-:mod:`mmalign.modalities.tokens`; what is left here is about images.
+:mod:`mmalign.modalities.tokens`; what is left here is about images and clips.
+
+Video-language models live here, not in a sibling plugin: a clip reaches the model the way an
+image does (the processor expands a placeholder into tokens, the vision tower fills them), so
+records, encoding, packing, the feature cache and the mDPO swap are the same code for both;
+only reading the file differs (:mod:`.media`).
 """
 from __future__ import annotations
 
@@ -13,7 +19,7 @@ from collections import Counter
 from typing import Any, Literal, Sequence
 
 import torch
-from pydantic import Field, StrictBool, StrictInt, field_validator
+from pydantic import Field, StrictBool, StrictInt, field_validator, model_validator
 from torch import Tensor, nn
 
 from mmalign.data.checks import RowChecks
@@ -25,12 +31,17 @@ from mmalign.modalities.tokens.fields import pair_fields, row_fields
 from mmalign.modalities.tokens.options import TokenOptions, parse_options
 from mmalign.modalities.tokens.sampling import refuse_init
 from mmalign.modalities.tokens.scoring import Condition
-from mmalign.modalities.vision_language import feature_cache
+from mmalign.modalities.vision_language import feature_cache, swap
 from mmalign.modalities.vision_language import records as _records
+from mmalign.modalities.vision_language.clip_perturb import perturb
 from mmalign.modalities.vision_language.images import corrupt_image, open_image
+from mmalign.modalities.vision_language.media import (Media, Sampling, media_inputs, open_clip, open_media,
+                                                      pixel_budget_processor, set_pixel_budget)
 from mmalign.modalities.vision_language.sampling import generate
 from mmalign.modalities.vision_language.vision import vision_frozen
-from mmalign.modalities.vision_language.scoring import SUPPORTED_NEEDS, feature_condition, pixel_condition, score
+from mmalign.modalities.tokens.records import is_paired, mismatched
+from mmalign.modalities.vision_language.scoring import (SUPPORTED_NEEDS, UNPAIRED_NEEDS, feature_condition,
+                                                        pixel_condition, score, score_unpaired)
 from mmalign.modality import ModelSpec, normalize_seeds, row_generator
 from mmalign.objectives.conditional import CORRUPTED
 from mmalign.surrogate import Batch, Draw, Surrogate
@@ -40,6 +51,8 @@ log = logging.getLogger("mmalign")
 #: LoRA on the language model's attention projections only; CLIP's vision tower also has
 #: q_proj / k_proj / v_proj, so plain suffixes would adapt it too
 LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)"
+#: the modules with tiny builders of this modality's model families
+BUILDER_MODULES = ("llava", "qwen_vl", "llava_next_video")
 
 
 class VisionLanguageOptions(TokenOptions):
@@ -49,8 +62,17 @@ class VisionLanguageOptions(TokenOptions):
 
     * ``corruption`` / ``corruption_keep``: how mDPO's corrupted image is drawn ("crop" keeps a
       random crop of area fraction in ``corruption_keep``; "mask" greys out the rest);
-    * ``cache_image_features``: compute each image's projected features once, in ``prepare``,
-      when the vision tower and projector are frozen (:mod:`.feature_cache`).
+    * ``video_corruption``: how mDPO's corrupted clip is drawn when a row gives no
+      ``rejected_video``: its frames shuffled, half of them dropped (held), or reversed
+      (:mod:`.clip_perturb`);
+    * ``video_frames`` / ``video_fps``: a clip is read as that many uniform frames, or (when
+      ``video_fps`` is set) one frame every ``1 / video_fps`` seconds;
+    * ``pixel_budget``: ``[min_pixels, max_pixels]`` per image or frame for processors that
+      resize to a pixel budget (Qwen2-VL / Qwen2.5-VL): a small image is not upscaled into
+      hundreds of tokens, a large one not kept at full size;
+    * ``cache_vision_features`` (also spelled ``cache_image_features``): compute each image's
+      and clip's projected features once, in ``prepare``, when the vision side is frozen
+      (:mod:`.feature_cache`).
     """
 
     max_length: StrictInt | None = Field(2048, ge=2)
@@ -59,7 +81,30 @@ class VisionLanguageOptions(TokenOptions):
     max_new_tokens: StrictInt = Field(64, ge=1)
     corruption: Literal["crop", "mask"] = "crop"
     corruption_keep: tuple[float, float] = (0.05, 0.2)
-    cache_image_features: StrictBool = False
+    video_corruption: Literal["shuffle", "drop", "reverse"] = "shuffle"
+    video_frames: StrictInt = Field(8, ge=1)
+    video_fps: float | None = Field(None, gt=0)
+    pixel_budget: tuple[StrictInt, StrictInt] | None = None
+    cache_vision_features: StrictBool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_cache_name(cls, values: Any) -> Any:
+        if isinstance(values, dict) and "cache_image_features" in values:
+            values = dict(values)
+            values.setdefault("cache_vision_features", values.pop("cache_image_features"))
+        return values
+
+    @field_validator("pixel_budget")
+    @classmethod
+    def _budget_range(cls, budget: tuple[int, int] | None) -> tuple[int, int] | None:
+        if budget is not None and not 0 < budget[0] <= budget[1]:
+            raise ValueError("must be [min_pixels, max_pixels] with 0 < min_pixels <= max_pixels")
+        return budget
+
+    @property
+    def sampling(self) -> Sampling:
+        return Sampling(None, self.video_fps) if self.video_fps else Sampling(self.video_frames, None)
 
     @field_validator("corruption_keep")
     @classmethod
@@ -70,8 +115,9 @@ class VisionLanguageOptions(TokenOptions):
 
 
 class VisionLanguageModality:
-    """LLaVA-style image-text models (``LlavaForConditionalGeneration``), scored per pair
-    (options: :class:`VisionLanguageOptions`)."""
+    """Image- and video-language models (``LlavaForConditionalGeneration``,
+    ``LlavaNextVideoForConditionalGeneration``, ``Qwen2VLForConditionalGeneration``,
+    ``Qwen2_5_VLForConditionalGeneration``), scored per pair (options: :class:`VisionLanguageOptions`)."""
 
     Options = VisionLanguageOptions
     supported_needs = SUPPORTED_NEEDS
@@ -99,22 +145,28 @@ class VisionLanguageModality:
 
     # -- model ----------------------------------------------------------------------------
     def load_policy(self, spec: ModelSpec) -> nn.Module:
-        """The LLaVA model from ``spec.path`` (a local folder) or a ``models.llava`` builder;
-        the processor is kept on ``self``."""
-        from mmalign.models.llava import PARTS_BUILDERS, load_llava
+        """The model from ``spec.path`` (a local folder: any image-text-to-text checkpoint with
+        its processor) or a tiny builder; the processor is kept on ``self``."""
+        import importlib
 
+        from mmalign.models.llava import load_llava
+
+        builders = {name: fn for module in BUILDER_MODULES
+                    for name, fn in importlib.import_module(f"mmalign.models.{module}").PARTS_BUILDERS.items()}
         if spec.path:
             parts = load_llava(spec.path, spec.dtype)
-        elif spec.builder in PARTS_BUILDERS:
+        elif spec.builder in builders:
             try:
-                parts = PARTS_BUILDERS[spec.builder](**(spec.builder_args or {}))
+                parts = builders[spec.builder](**(spec.builder_args or {}))
             except TypeError as exc:
                 raise ConfigError(f"model.builder_args for '{spec.builder}': {exc}") from exc
             parts.model.to(spec.dtype)
         else:
             raise ConfigError(f"model.builder '{spec.builder}' is not a vision-language builder; "
-                              f"use one of {', '.join(PARTS_BUILDERS)} or give model.path")
+                              f"use one of {', '.join(builders)} or give model.path")
         self.processor, self.policy = parts.processor, parts.model
+        if self.options.pixel_budget is not None:
+            set_pixel_budget(self.processor, *self.options.pixel_budget)
         self._lora_targets = [name for name, _ in parts.model.named_modules() if re.fullmatch(LORA_TARGETS, name)]
         return parts.model
 
@@ -135,62 +187,90 @@ class VisionLanguageModality:
         checks = checks or RowChecks()
         found: Counter = Counter()
         encode = self._encoder(found) if self.processor is not None else None
-        records = _records.load_records(path, schema, encode=encode, repairs=found, checks=checks)
+        records = _records.load_records(path, schema, encode=encode, repairs=found, checks=checks,
+                                        sampling=self.options.sampling)
         self.repairs.update(found)
         checks.counts.update(found)
         return records
 
     def check_record(self, record: dict[str, Any]) -> None:
-        """Tokenise a record (its images opened, responses fitted to ``max_length``, repairs
-        counted) once the processor is loaded: every row is checked before training."""
+        """Tokenise a record (its images and clips opened, responses fitted to ``max_length``,
+        repairs counted) once the processor is loaded: every row is checked before training."""
         if "prompt_ids" not in record:
             self._encoder(self.repairs)(record)
 
     def _encoder(self, repairs: Counter):
-        return _records.encoder(self.processor, self.options.max_length, repairs, self.options.truncation)
+        return _records.encoder(self.processor, self.options.max_length, repairs, self.options.truncation,
+                                self.options.sampling)
 
     def prepare(self, records: list[dict[str, Any]], cache_dir: str) -> list[dict[str, Any]]:
-        """With ``cache_image_features``, each image's projected features computed once
+        """With ``cache_vision_features``, each row's image and clip features computed once
         (:mod:`.feature_cache`), when the policy's vision side is frozen; else the records as they are."""
-        if not self.options.cache_image_features or self.policy is None:
+        if not self.options.cache_vision_features or self.policy is None:
             return records
         if not vision_frozen(self.policy):
-            log.warning("vision_language: cache_image_features is off for this run: the vision tower or "
+            log.warning("vision_language: cache_vision_features is off for this run: the vision tower or "
                         "projector trains (or has an adapter), so its features change")
             return records
-        return feature_cache.cache_features(self.policy, self.processor, records, cache_dir)
-
-    def collate(self, records: Sequence[dict[str, Any]]) -> Batch:
-        """Token ids (ragged), pixel values of every image in row order (or their cached
-        features), the images themselves (for mDPO's corruption) and the per-row and per-token fields."""
         for record in records:
             self.check_record(record)
-        images = [self._open_all(r) for r in records]
+        return feature_cache.cache_features(self.policy, self.processor, records, cache_dir, self.options.sampling)
+
+    def collate(self, records: Sequence[dict[str, Any]]) -> Batch:
+        """Token ids (ragged), the processor's inputs of every image and clip in row order (or
+        their cached features), the opened media (for mDPO's swap) and the per-row and
+        per-token fields. Clips are decoded only when their features are not cached."""
+        for record in records:
+            self.check_record(record)
         features = feature_cache.cached_features(list(records))
+        media = [self._open(r, clips=features is None) for r in records]
+        texts = [r["prompt_text"] for r in records]
+        paired = is_paired(records)
         inputs: dict[str, Any] = {
+            "paired": paired,
             "prompt_ids": [r["prompt_ids"] for r in records],
-            "chosen_ids": [r["chosen_ids"] for r in records],
-            "rejected_ids": [r["rejected_ids"] for r in records],
+            **(self._pair_ids(records) if paired else self._unpaired_ids(records)),
             "pad_id": self.processor.tokenizer.pad_token_id,
-            "images": images,
-            "image_features": features,
-            "pixel_values": None if features is not None else self._pixels([i for row in images for i in row]),
+            "texts": texts,
+            "images": [m.images for m in media],
+            "media_features": features,
+            "media": None if features is not None else media_inputs(self.processor, texts, media),
             "where": [RowRef(r["file"], r["row"]) for r in records],
+            "records": list(records),
         }
         for key in _records.EXTRA_IMAGES:
             inputs[key] = [open_image(r[key], RowRef(r["file"], r["row"]), key) if key in r else None
                            for r in records]
+        for key in _records.EXTRA_VIDEOS:  # opened when a term asks for them
+            inputs[key] = [r.get(key) for r in records]
         return Batch(inputs=inputs, sample_id=[r["sample_id"] for r in records],
-                     fields={**pair_fields(records), **row_fields(records)})
+                     fields={**(pair_fields(records) if paired else {}), **row_fields(records)})
 
-    def _open_all(self, record: dict[str, Any]) -> list:
-        where = RowRef(record["file"], record["row"])
-        return [open_image(image, where, "image", self.repairs) for image in record["images"]]
+    @staticmethod
+    def _pair_ids(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        return {"chosen_ids": [r["chosen_ids"] for r in records], "rejected_ids": [r["rejected_ids"] for r in records]}
 
-    def _pixels(self, images: list) -> Tensor | None:
-        if not images:
-            return None
-        return self.processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
+    def _unpaired_ids(self, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """Completions, labels, and KTO's mismatched completions (the next row's), each cut
+        to the room its prompt leaves."""
+        room = [None if self.options.max_length is None else self.options.max_length - len(r["prompt_ids"])
+                for r in records]
+        return {"completion_ids": [r["completion_ids"] for r in records],
+                "mismatched_ids": [ids[:n] for ids, n in zip(mismatched(records, "completion_ids"), room)],
+                "label": torch.tensor([r["label"] for r in records])}
+
+    def _open(self, record: dict[str, Any], clips: bool = True) -> Media:
+        if not clips:
+            return Media(open_media({**record, "videos": []}, self.options.sampling, self.repairs).images, [])
+        return open_media(record, self.options.sampling, self.repairs)
+
+    def stats(self, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """Images and clips, and the tokens each becomes (``mmalign data stats``): the memory
+        a recipe needs grows with them."""
+        from mmalign.modalities.vision_language.stats import media_token_stats
+
+        return media_token_stats(list(records), getattr(self.processor, "image_token_id", None),
+                                 getattr(self.processor, "video_token_id", None))
 
     # -- one step -------------------------------------------------------------------------
     def draw(self, batch: Batch, seed: int, model: nn.Module | None = None) -> Draw:
@@ -206,36 +286,56 @@ class VisionLanguageModality:
 
     def surrogate(self, model: nn.Module, batch: Batch, draw: Draw, needs: frozenset[str]) -> Surrogate:
         """Summed response-token log-probs with per-token terms (see ``scoring``)."""
-        return score(model, batch, frozenset(needs), packed=self.options.packed, condition=self._images(batch),
-                     swap_images=lambda b, term: self._swapped_pixels(b, draw, term))
+        if not batch.inputs["paired"]:
+            return score_unpaired(model, batch, frozenset(needs), self._media_condition(batch))
+        if needs & UNPAIRED_NEEDS:
+            raise ConfigError(f"the objective needs {', '.join(sorted(needs & UNPAIRED_NEEDS))}, which only "
+                              "unpaired rows have; use an unpaired schema (video_unpaired: completion and label)")
+        return score(model, batch, frozenset(needs), packed=self.options.packed, condition=self._condition(batch),
+                     swap_images=lambda b, term: self._swapped_media(b, draw, term))
 
-    def _images(self, batch: Batch) -> Condition:
-        """The batch's images: cached features (packed path), else pixel values, made from the
-        opened images once per batch when the features were cached but the naive path runs."""
-        features = batch.inputs.get("image_features")
-        if features is None:
-            return pixel_condition(batch.inputs["pixel_values"], memo=batch.frozen)
+    def _condition(self, batch: Batch) -> Condition:
+        """The batch's media: cached features (packed path), else the processor's inputs, made
+        from the opened media once per batch when the features were cached but the naive path runs."""
+        cached = batch.inputs.get("media_features")
+        if cached is None:
+            return pixel_condition(batch.inputs["media"], memo=batch.frozen)
         if self.options.packed:
-            return feature_condition(features)
-        if "pixel_values" not in batch.frozen:
-            batch.frozen["pixel_values"] = self._pixels([i for row in batch.inputs["images"] for i in row])
-        return pixel_condition(batch.frozen["pixel_values"], memo=batch.frozen)
+            return feature_condition(*cached)
+        return self._media_condition(batch)
 
-    def _swapped_pixels(self, batch: Batch, draw: Draw, term: str) -> Tensor:
-        """Pixel values of each row's corrupted (or retrieved) image, in row order; made once
-        per batch and draw (``batch.frozen``), so the reference reuses the policy's."""
-        key = f"pixel_values|{term}|{draw.get('corruption_seed')}"
+    def _media_condition(self, batch: Batch) -> Condition:
+        """The processor's inputs of the batch's media, made from the opened media once per
+        batch when only their cached features were collated (the naive path reads pixels)."""
+        if batch.inputs.get("media_features") is None:
+            return pixel_condition(batch.inputs["media"], memo=batch.frozen)
+        if "media" not in batch.frozen:
+            batch.frozen["media"] = media_inputs(self.processor, batch.inputs["texts"],
+                                                 [self._open(r) for r in batch.inputs["records"]])
+        return pixel_condition(batch.frozen["media"], memo=batch.frozen)
+
+    def _swapped_media(self, batch: Batch, draw: Draw, term: str) -> dict[str, Tensor]:
+        """The processor's inputs with each row's image or clip swapped for its corrupted (or
+        retrieved, or given rejected) one, in row order; made once per batch and draw
+        (``batch.frozen``), so the reference reuses the policy's."""
+        key = f"media|{term}|{draw.get('corruption_seed')}"
         if key not in batch.frozen:
             rows = [self._swapped(batch, draw, term, b) for b in range(len(batch))]
-            batch.frozen[key] = self._pixels([image for row in rows for image in row])
+            batch.frozen[key] = media_inputs(self.processor, batch.inputs["texts"], rows)
         return batch.frozen[key]
 
-    def _swapped(self, batch: Batch, draw: Draw, term: str, row: int) -> list:
-        """Row ``row``'s other image(s): given in the data, else (mDPO) a corruption of each of its images."""
+    def _swapped(self, batch: Batch, draw: Draw, term: str, row: int) -> Media:
+        """Row ``row``'s other medium: given in the data, else (mDPO) a corruption of each of its
+        images, or of its clips' frame order. Under a pixel-budget processor it is brought to the original's size, so it
+        becomes as many tokens as the prompt holds."""
+        original = self._open(batch.inputs["records"][row])
+        where = batch.inputs["where"][row]
+        if term == CORRUPTED and batch.inputs["rejected_video"][row] is not None:
+            clip = open_clip(batch.inputs["rejected_video"][row], where, "rejected_video", self.options.sampling)
+            return Media([], [swap.resized_clip(clip, original.clips[0], where)])
         given = batch.inputs["rejected_image" if term == CORRUPTED else "retrieved_image"][row]
         if given is not None:
-            return [given]
-        where = batch.inputs["where"][row]
+            return Media([swap.fit_image(given, original.images[0], self._dynamic())], original.clips)
         if term != CORRUPTED:
             raise DataError(f"has no retrieved_image, which the objective's {term} term needs", file=where.file,
                             row=where.row, field="retrieved_image",
@@ -243,21 +343,31 @@ class VisionLanguageModality:
         if "corruption_seed" not in draw:
             raise ValueError("the draw has no corruption_seed; make it with this modality's draw()")
         generator = torch.Generator().manual_seed(draw["corruption_seed"][row])
-        return [corrupt_image(image, generator, self.options.corruption, self.options.corruption_keep)
-                for image in batch.inputs["images"][row]]
+        if original.clips:  # mDPO on video: the clip's temporal evidence destroyed, its size kept
+            return Media(original.images, [clip._replace(frames=perturb(clip.frames, self.options.video_corruption,
+                                                                        generator)) for clip in original.clips])
+        corrupted = [corrupt_image(image, generator, self.options.corruption, self.options.corruption_keep)
+                     for image in original.images]
+        return Media([swap.fit_image(c, o, self._dynamic()) for c, o in zip(corrupted, original.images)], [])
+
+    def _dynamic(self) -> bool:
+        """Whether the processor's token count follows the image size (a pixel budget, Qwen2-VL)."""
+        return pixel_budget_processor(self.processor)
 
     # -- outputs --------------------------------------------------------------------------
     example = staticmethod(example)  # a tiny model and rows: ``mmalign check-plugin vision_language``
 
     def export(self, model: nn.Module, out_dir: str, card: str) -> list[str]:
         """transformers ``save_pretrained`` (safetensors) or the peft adapter folder of a LoRA
-        policy, the processor, and a README.md model card."""
-        return export_pretrained(model, self.processor, out_dir, card)
+        policy (with ``export_merged``, the merged model too, in ``merged/``), the processor,
+        and a README.md model card."""
+        return export_pretrained(model, self.processor, out_dir, card, merged=self.options.export_merged)
 
     def sample(self, model: nn.Module, prompts: Sequence[dict[str, Any]], n: int = 1,
                seeds: int | Sequence[int] = 0, init: Any = None, strength: float | None = None) -> list[list[str]]:
-        """``n`` answers per prompt (``{"prompt": text or messages, "images": [...]}``): greedy
+        """``n`` answers per prompt (``{"prompt": text or messages, "images": [...], "videos": [...]}``): greedy
         for ``n == 1``, sampled otherwise, prompt ``i`` from ``seeds[i]`` alone."""
         refuse_init(init, strength, "vision_language")
         return generate(model, self.processor, prompts, n=n, seeds=normalize_seeds(seeds, len(prompts)),
-                        max_new_tokens=self.options.max_new_tokens, repairs=self.repairs)
+                        max_new_tokens=self.options.max_new_tokens, repairs=self.repairs,
+                        sampling=self.options.sampling)

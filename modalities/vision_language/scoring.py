@@ -16,16 +16,20 @@ from typing import Callable
 
 from torch import Tensor, nn
 
-from mmalign.modalities.tokens.scoring import Condition, Wants, pair_surrogate, score_pairs, score_responses
-from mmalign.modalities.vision_language.vision import embed_features, image_embed
+from mmalign.modalities.tokens.scoring import (Condition, Wants, kl_mismatched, pair_surrogate, score_pairs,
+                                               score_responses, unpaired_surrogate)
+from mmalign.modalities.vision_language.vision import SHAPE_INPUTS, Features, embed_features, media_embed, rope_positions
 from mmalign.objectives.conditional import CORRUPTED, RETRIEVED
 from mmalign.surrogate import Batch, Surrogate
 
-SUPPORTED_NEEDS = frozenset({"token_logps", "vocab_logps", "hidden", f"terms:{CORRUPTED}", f"terms:{RETRIEVED}"})
+#: needs only unpaired rows (KTO) can fill
+UNPAIRED_NEEDS = frozenset({"label", "terms:kl_mismatched"})
+SUPPORTED_NEEDS = frozenset({"token_logps", "vocab_logps", "hidden", f"terms:{CORRUPTED}", f"terms:{RETRIEVED}"}
+                            | UNPAIRED_NEEDS)
 TERMS = (CORRUPTED, RETRIEVED)
 
-#: (batch, which term) -> pixel values of the swapped images, one image per row
-SwapImages = Callable[[Batch, str], Tensor]
+#: (batch, which term) -> media inputs with each row's image or clip swapped for another
+SwapImages = Callable[[Batch, str], dict[str, Tensor]]
 
 
 def score(model: nn.Module, batch: Batch, needs: frozenset[str], *, packed: bool, condition: Condition,
@@ -43,22 +47,40 @@ def score(model: nn.Module, batch: Batch, needs: frozenset[str], *, packed: bool
     return out
 
 
-def pixel_condition(pixel_values: Tensor | None, memo: dict | None = None) -> Condition:
-    """The images of a batch (every row's, in row order) as the model reads them on either path;
-    ``memo`` (the batch's ``frozen`` dict) lets a frozen vision side run once per batch
+def score_unpaired(model: nn.Module, batch: Batch, needs: frozenset[str], condition: Condition) -> Surrogate:
+    """Unpaired rows (KTO): each completion's summed log-probs with its label, and, when asked,
+    the mismatched completions' (``terms:kl_mismatched``); naive layout, one row per completion."""
+    inputs = batch.inputs
+    scores = score_responses(model, inputs["prompt_ids"], inputs["completion_ids"], inputs["pad_id"],
+                             wants=Wants.of(needs), condition=condition)
+    out = unpaired_surrogate(scores, inputs["label"])
+    if "terms:kl_mismatched" in needs:
+        out.terms["kl_mismatched"] = kl_mismatched(model, inputs["prompt_ids"], inputs["mismatched_ids"],
+                                                   inputs["pad_id"], condition)
+    return out
+
+
+def pixel_condition(media: dict[str, Tensor] | Tensor | None, memo: dict | None = None) -> Condition:
+    """The images and clips of a batch (the processor's inputs, every row's in row order; or
+    LLaVA's pixel values alone) as the model reads them on either path; ``memo`` (the batch's
+    ``frozen`` dict) lets a frozen vision side run once per batch
     (:func:`~mmalign.modalities.vision_language.vision.embed`)."""
-    return Condition(inputs={} if pixel_values is None else {"pixel_values": pixel_values},
-                     embed=image_embed(pixel_values, memo))
+    if isinstance(media, Tensor):
+        media = {"pixel_values": media}
+    return Condition(inputs=dict(media or {}), embed=media_embed(media, memo), positions=rope_positions)
 
 
-def feature_condition(features: Tensor) -> Condition:
-    """Images whose projected features were cached (:mod:`.feature_cache`): packed path only."""
-    return Condition(embed=lambda model, input_ids: embed_features(model, input_ids, features))
+def feature_condition(features: Features, shapes: dict[str, Tensor] | None = None) -> Condition:
+    """Media whose projected features were cached (:mod:`.feature_cache`), with the grids the
+    positions are made from: packed path only."""
+    shapes = {k: v for k, v in (shapes or {}).items() if k in SHAPE_INPUTS}
+    return Condition(inputs=shapes, embed=lambda model, input_ids: embed_features(model, input_ids, features),
+                     positions=rope_positions)
 
 
-def chosen_logp_with(model: nn.Module, inputs: dict, pixel_values: Tensor) -> Tensor:
-    """``log p(chosen | prompt, other image)`` ``[B]``: the prompt's image tokens are the
-    same (a fixed-resolution image always gives the same number), only the pixels change."""
+def chosen_logp_with(model: nn.Module, inputs: dict, media: dict[str, Tensor]) -> Tensor:
+    """``log p(chosen | prompt, other image or clip)`` ``[B]``: the prompt's media tokens are
+    the same (the swapped medium is brought to the original's size), only the pixels change."""
     scores = score_responses(model, inputs["prompt_ids"], inputs["chosen_ids"], inputs["pad_id"],
-                             condition=pixel_condition(pixel_values))
+                             condition=pixel_condition(media))
     return scores.logps.sum(-1)

@@ -24,8 +24,8 @@ def test_cached_features_give_the_same_surrogate_without_the_vision_tower(make_p
     modality, policy, records = make_pairs(cache_image_features=True, packed=packed)
     _lora(modality, policy)
     cached = modality.prepare(records, str(tmp_path / "cache"))
-    assert all("image_features" in r for r in cached) and not any("image_features" in r for r in records)
-    assert modality.prepare(records, str(tmp_path / "cache"))[0]["image_features"] == cached[0]["image_features"]
+    assert all("media_features" in r for r in cached) and not any("media_features" in r for r in records)
+    assert modality.prepare(records, str(tmp_path / "cache"))[0]["media_features"] == cached[0]["media_features"]
     calls = []
     handle = policy.model.vision_tower.register_forward_hook(lambda *args: calls.append(1))
     try:

@@ -89,7 +89,7 @@ def test_given_image_terms_score_the_chosen_answer_with_that_image(modality_with
     assert_close(out.terms[term], expected, atol=1e-5, rtol=1.3e-6)
 
 
-@pytest.mark.parametrize("need", ["terms:chosen|text=shuffled", "label"])
+@pytest.mark.parametrize("need", ["terms:chosen|text=shuffled", "terms:rejected|condition=corrupted"])
 def test_unknown_needs_are_refused_by_the_core(pair_records, need):
     modality, _, _ = pair_records
     with pytest.raises(ConfigError, match=f"modality 'vision_language' cannot provide {re.escape(need)}"):

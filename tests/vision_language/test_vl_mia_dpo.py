@@ -107,6 +107,6 @@ def test_mia_dpo_pairs_are_filtered_by_attention(setup):
         assert 0.0 <= pair["augment"]["share"] <= 1.0
     assert policy.config._attn_implementation == "sdpa"
     batch = modality.collate(pairs)
-    assert len(batch) == len(pairs) and batch.inputs["pixel_values"].shape[0] == 3 * len(records) + 2 * len(records)
+    assert len(batch) == len(pairs) and batch.inputs["media"]["pixel_values"].shape[0] == 3 * len(records) + 2 * len(records)
     with pytest.raises(ConfigError, match="layouts"):
         mia_dpo(modality, policy, records, layouts=["mosaic"])

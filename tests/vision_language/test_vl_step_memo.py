@@ -31,8 +31,8 @@ def batch_of(tmp_path):
 def vision_calls(monkeypatch):
     """How many times the vision tower and projector run."""
     calls = []
-    real = vision.image_features
-    monkeypatch.setattr(vision, "image_features", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = vision.media_features
+    monkeypatch.setattr(vision, "media_features", lambda *a, **k: calls.append(1) or real(*a, **k))
     return calls
 
 
