@@ -1,6 +1,7 @@
 """The packed ``[prompt | chosen | rejected]`` forward equals the naive two-sequence forward of
 the model's own backbone, in values and in gradients, for Qwen2.5-VL on images (of different
-sizes, so different grids) and on clips, and for LLaVA-NeXT-Video on clips.
+sizes, so different grids) and on clips, and for LLaVA-NeXT-Video on clips and on images
+(any-resolution tiles with row-newline tokens).
 
 Qwen2.5-VL's 3-D RoPE positions cannot be restarted after the prompt the way 1-D ones are (a
 clip's temporal positions jump ahead of the text), so the packed row takes each token's
@@ -21,7 +22,8 @@ from tests.video.video_helpers import tiny_modality, write_image_rows, write_vid
 
 CASES = {"qwen25_vl-images": ("tiny_qwen25_vl", write_image_rows, "vision_language:rlaif_v"),
          "qwen25_vl-clips": ("tiny_qwen25_vl", write_video_rows, "vision_language:video_qa"),
-         "llava_next_video-clips": ("tiny_llava_next_video", write_video_rows, "vision_language:video_qa")}
+         "llava_next_video-clips": ("tiny_llava_next_video", write_video_rows, "vision_language:video_qa"),
+         "llava_next_video-images": ("tiny_llava_next_video", write_image_rows, "vision_language:rlaif_v")}
 
 
 def _surrogate_and_grads(modality, policy, batch):
