@@ -62,7 +62,10 @@ class DataSection(_Strict):
     held-out set (chosen by a hash of each row's id and the seed, so the split survives
     reordering the file). ``weight_field``: a numeric column of every row, its weight in the
     loss; ``weight_reduction`` says how weighted rows make the batch loss
-    (:func:`mmalign.train.weights.reduce`)."""
+    (:func:`mmalign.train.weights.reduce`). ``order_by``: a numeric column of every row that
+    sets the order training visits rows in, ascending, or descending with a leading ``-``
+    (a curriculum, e.g. TEMPLE's large-to-small perturbations: ``-perturbation_magnitude``);
+    it needs ``train.shuffle: false`` (:func:`mmalign.train.order.sort_rows`)."""
 
     train: str
     eval: str | None = None
@@ -72,6 +75,7 @@ class DataSection(_Strict):
     on_bad_row: Literal["error", "skip"] = "error"
     weight_field: str | None = None
     weight_reduction: Literal["weighted_mean", "sum_over_batch"] = "weighted_mean"
+    order_by: str | None = Field(None, min_length=1)
 
     @model_validator(mode="after")
     def _one_held_out(self) -> "DataSection":
@@ -192,6 +196,13 @@ class Recipe(_Strict):
         if not value:
             raise ValueError("name at least one objective")
         return value
+
+    @model_validator(mode="after")
+    def _order_or_shuffle(self) -> "Recipe":
+        if self.data.order_by and self.train.shuffle:
+            raise ValueError(f"data.order_by '{self.data.order_by}' sets the order of the rows, which "
+                             "train.shuffle would undo; set train.shuffle: false")
+        return self
 
     def dump(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)

@@ -1,15 +1,37 @@
 """Which rows each process sees at each micro-step: a pure function of (seed, epoch, step).
 
 Nothing here holds state, so resuming at step k reproduces exactly the rows an
-uninterrupted run would have seen, on any number of processes.
+uninterrupted run would have seen, on any number of processes. :func:`sort_rows` puts the
+rows in a curriculum's order first (``data.order_by``).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any, Sequence
 
 import torch
 
-from mmalign.errors import ConfigError
+from mmalign.errors import ConfigError, DataError
+
+
+def sort_rows(records: Sequence[dict[str, Any]], order_by: str | None, source: str) -> list[dict[str, Any]]:
+    """The records sorted (stably) by the numeric field ``order_by`` names, ascending, or
+    descending with a leading ``-``; as they are without one. A row without a finite value
+    in that field is a :class:`DataError` naming it."""
+    if not order_by:
+        return list(records)
+    descending, field = order_by.startswith("-"), order_by.lstrip("-")
+    keys = []
+    for record in records:
+        value = (record.get("fields") or {}).get(field)
+        if value is None or not math.isfinite(float(value)):
+            what = "has none" if value is None else f"is {value!r}"
+            raise DataError(f"{source}: row '{record.get('sample_id')}': data.order_by field '{field}' {what}; "
+                            "every row needs a finite number in that column")
+        keys.append(float(value))
+    index = sorted(range(len(keys)), key=lambda i: -keys[i] if descending else keys[i])
+    return [records[i] for i in index]
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from mmalign.train.logs import Averager, MetricsLog, flat_config, postfix, progr
 from mmalign.train.models import (check_precision, enable_gradient_checkpointing, load_policy, model_spec,
                                   place_reference)
 from mmalign.train.optim import make_optimizer, make_scheduler, trainable_parameters
-from mmalign.train.order import Order
+from mmalign.train.order import Order, sort_rows
 from mmalign.train.reference import Reference, frozen_copy, make_reference, soft_update
 from mmalign.train.scorer import PolicyScorer
 
@@ -143,7 +143,7 @@ def _build(recipe, modality, objective, strategy, accelerator, lock, overwrite) 
     for split, (records, _) in data.items():
         first_step.check_records(records, recipe.model.modality, f"data.{split}")
     train_records, eval_records = hold_out(data["train"][0], recipe.data.eval_fraction, recipe.train.seed)
-    train_records = train_records[: recipe.data.limit]
+    train_records = sort_rows(train_records[: recipe.data.limit], recipe.data.order_by, str(recipe.data.train))
     eval_records = data["eval"][0] if "eval" in data else eval_records
     base = frozen_copy(policy) if strategy == "copy" or (
         strategy == "precomputed" and recipe.reference.precompute_with == "copy") else None
