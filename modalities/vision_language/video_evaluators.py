@@ -9,7 +9,7 @@ the answers with plain functions. No API, no judge model.
 * ``video_temporal``: questions about the order of events and the direction of motion, rows
   ``{"video", "question", "answer", "choices"?: [...], "kind"?: "order" | "direction" | ...}``,
   scored by accuracy (:func:`temporal_scores`) overall and per ``kind``, each with its count and
-  a 95% Wilson interval (:func:`wilson_interval`).
+  a 95% Wilson interval (:func:`mmalign.intervals.wilson_interval`).
 * ``video_chair``: CHAIR_s / CHAIR_i of clip captions, rows ``{"video", "objects": [names],
   "prompt"?}``, by the image evaluator's :func:`~.hallucination.chair` and object vocabulary.
 * ``video_pope``: POPE yes/no existence questions about each clip, rows ``{"video", "objects"}``,
@@ -24,7 +24,6 @@ raises :class:`~mmalign.errors.DataError` naming file, row and field.
 """
 from __future__ import annotations
 
-import math
 import os
 import re
 from collections import defaultdict
@@ -32,6 +31,7 @@ from typing import Any, Sequence
 
 from mmalign.data.io import RowRef, read_rows, require_fields
 from mmalign.errors import ConfigError
+from mmalign.intervals import wilson_interval
 from mmalign.modalities.vision_language.encoding import to_messages
 from mmalign.modalities.vision_language.evaluators import CAPTION_PROMPT, POPE_PROMPT
 from mmalign.modalities.vision_language.hallucination import POPE_SETTINGS, chair, pope_questions, pope_scores
@@ -52,8 +52,6 @@ VIDEO_CAPTION_PROMPT = for_video(CAPTION_PROMPT)
 VIDEO_POPE_PROMPT = for_video(POPE_PROMPT)
 #: a multiple-choice question: the question, then one choice per line
 CHOICES_PROMPT = "{question}\nOptions:\n{options}\nAnswer with one of the options."
-#: the standard normal quantile of a two-sided 95% interval
-Z_95 = 1.959963984540054
 
 
 # -- scoring ------------------------------------------------------------------------------
@@ -84,18 +82,6 @@ def is_correct(answer: str, gold: str, choices: Sequence[str] | None = None) -> 
         predicted = predicted_choice(answer, choices)
         return predicted is not None and normalise(predicted) == normalise(gold)
     return normalise(answer) == normalise(gold)
-
-
-def wilson_interval(correct: int, count: int, z: float = Z_95) -> tuple[float, float]:
-    """Wilson's score interval (Wilson 1927) for a proportion ``correct / count``:
-    ``(p + z^2/2n -+ z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n)``; ``(0, 1)`` when ``count``
-    is 0. Unlike ``p -+ z sqrt(p(1-p)/n)`` it stays inside [0, 1] and is not empty at 0 or n."""
-    if count == 0:
-        return 0.0, 1.0
-    p, z2 = correct / count, z * z
-    centre = (p + z2 / (2 * count)) / (1 + z2 / count)
-    half = z / (1 + z2 / count) * math.sqrt(p * (1 - p) / count + z2 / (4 * count * count))
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def accuracy_scores(correct: int, count: int, prefix: str = "") -> dict[str, float]:

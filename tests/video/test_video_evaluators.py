@@ -17,9 +17,10 @@ from mmalign.errors import ConfigError, DataError  # noqa: E402
 from mmalign.modalities.vision_language.evaluators import CAPTION_PROMPT, POPE_PROMPT  # noqa: E402
 from mmalign.modalities.vision_language.hallucination import chair, pope_questions, pope_scores  # noqa: E402
 from mmalign.modalities.vision_language.objects import load_vocabulary  # noqa: E402
+from mmalign.intervals import wilson_interval  # noqa: E402
 from mmalign.modalities.vision_language.video_evaluators import (  # noqa: E402
     VIDEO_CAPTION_PROMPT, VIDEO_POPE_PROMPT, is_correct, normalise, predicted_choice, read_annotated_clips,
-    read_temporal_questions, temporal_prompt, temporal_scores, wilson_interval)
+    read_temporal_questions, temporal_prompt, temporal_scores)
 from mmalign.registry import evaluators  # noqa: E402
 
 from tests.video.video_helpers import tiny_modality, write_clips, write_video_rows  # noqa: E402
