@@ -28,3 +28,4 @@ from mmalign.objectives import sft  # noqa: F401,E402
 from mmalign.objectives import unpaired  # noqa: F401,E402
 from mmalign.objectives import token_level  # noqa: F401,E402
 from mmalign.objectives import conditional  # noqa: F401,E402
+from mmalign.objectives import rrpo  # noqa: F401,E402

@@ -37,13 +37,39 @@ _ROW_FIELDS = ("chosen", "rejected", "chosen_units", "rejected_units", "chosen_m
                "rejected_mask", "label")
 
 
-def check_storable(needs: Iterable[str], policy_dependent_draw: bool) -> None:
+#: what each unstorable need is, as the refusal explains it
+_WHY_UNSTORABLE = {
+    "vocab_logps": "the reference's full token distribution at every response token (a [tokens x "
+                   "vocabulary] tensor per row), which token-wise KL terms read",
+    "hidden": "the reference's hidden states at every response token (a [tokens x hidden size] "
+              "tensor per row)",
+    "terms:kl_mismatched": "a value that depends on the other rows of a batch (prompts paired with "
+                           "other rows' completions), not a property of one row",
+}
+
+
+def _needing(bad: set[str], objective: Any) -> list[str]:
+    """Names of the recipe's objectives (a single or composed one) that ask for a need in ``bad``."""
+    terms = getattr(objective, "terms", None)
+    if terms is not None:
+        return [t.spec.name for t in terms if t.spec.needs_for(dict(t.params)) & bad]
+    return [getattr(objective, "name", "the objective")]
+
+
+def check_storable(needs: Iterable[str], policy_dependent_draw: bool, objective: Any) -> None:
+    """Refuse a precomputed reference for needs a per-row store cannot hold, naming the
+    recipe's ``objective`` terms that ask for them."""
+    needs = frozenset(needs)
     bad = sorted(n for n in needs if n in UNSTORABLE)
     if bad:
-        raise ConfigError(f"reference.strategy 'precomputed' cannot store {', '.join(bad)} "
-                          "(a [tokens x vocabulary] or hidden-state tensor per row, or a value that "
-                          "depends on the other rows of a batch); use reference.strategy="
-                          "adapters_off or copy for this objective")
+        users = _needing(set(bad), objective)
+        names = ", ".join(repr(u) for u in users)
+        who = f"objective {names} needs" if len(users) == 1 else f"objectives {names} need"
+        why = "; ".join(f"{n} is {_WHY_UNSTORABLE.get(n, 'not storable per row')}" for n in bad)
+        raise ConfigError(f"reference.strategy 'precomputed' cannot store {', '.join(bad)}, which "
+                          f"{who} from the reference: {why}. Use reference.strategy="
+                          "adapters_off (a LoRA policy) or copy, which run the reference live, for "
+                          "this objective")
     if policy_dependent_draw:
         raise ConfigError("reference.strategy 'precomputed' is refused: this modality's draw "
                           "depends on the policy being trained (e.g. InPO's DDIM inversion), so "

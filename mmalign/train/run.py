@@ -96,7 +96,7 @@ def build(recipe: config_mod.Recipe, *, overwrite: bool = False, accelerator=Non
     check_needs(modality, objective.needs, recipe.model.modality)
     strategy = resolve_strategy(recipe, objective)
     if strategy == "precomputed":
-        precompute.check_storable(objective.needs, getattr(modality, "policy_dependent_draw", False))
+        precompute.check_storable(objective.needs, getattr(modality, "policy_dependent_draw", False), objective)
 
     cpu = recipe.train.cpu or not torch.cuda.is_available()
     check_precision(recipe, cpu)

@@ -8,11 +8,10 @@ summed over the response tokens (EOS included, BOS never: :mod:`.responses`) thi
 ``log pi(y | x)`` of DPO (Rafailov et al. 2023, eq. 7). On request:
 
 * ``vocab_logps`` ``[N, U, V]``: the whole next-token distribution at each response token,
-  zero past each response; TDPO's sequential KL reads it (Zeng et al. 2024, "Token-level
-  Direct Preference Optimization", arXiv:2404.11999);
+  zero past each response; TDPO's sequential KL (Zeng et al. 2024, "Token-level Direct
+  Preference Optimization", arXiv:2404.11999) and RRPO's token-wise KL (arXiv:2504.12083) read it;
 * ``hidden`` ``[N, U, H]``: the last hidden state that predicts each response token
-  (``h_{x, y<u}``, what the LM head reads); CHES (Razin et al. 2024, arXiv:2410.08847) and
-  RRPO read it. Entries past a response hold the state of the padding position the layout
+  (``h_{x, y<u}``, what the LM head reads); CHES (Razin et al. 2024, arXiv:2410.08847) reads it. Entries past a response hold the state of the padding position the layout
   points them at: mask them.
 """
 from __future__ import annotations

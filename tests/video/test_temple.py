@@ -14,7 +14,7 @@ import torch
 pytest.importorskip("decord")
 pytest.importorskip("av")
 
-from video_helpers import tiny_modality, write_clips  # noqa: E402
+from tests.video.clip_rows import tiny_modality, write_clips  # noqa: E402
 
 from mmalign.data.io import RowRef  # noqa: E402
 from mmalign.errors import ConfigError, DataError  # noqa: E402

@@ -23,7 +23,7 @@ from mmalign.modalities.vision_language.video_evaluators import (  # noqa: E402
     read_temporal_questions, temporal_prompt, temporal_scores)
 from mmalign.registry import evaluators  # noqa: E402
 
-from tests.video.video_helpers import tiny_modality, write_clips, write_video_rows  # noqa: E402
+from tests.video.clip_rows import tiny_modality, write_clips, write_video_rows  # noqa: E402
 
 DIRECTIONS = ["left to right", "right to left"]
 ORDERS = ["the dog, then the cat", "the cat, then the dog"]

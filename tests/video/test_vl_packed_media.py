@@ -18,7 +18,7 @@ pytest.importorskip("av")
 
 from mmalign.surrogate import Draw  # noqa: E402
 
-from tests.video.video_helpers import tiny_modality, write_image_rows, write_video_rows  # noqa: E402
+from tests.video.clip_rows import tiny_modality, write_image_rows, write_video_rows  # noqa: E402
 
 CASES = {"qwen25_vl-images": ("tiny_qwen25_vl", write_image_rows, "vision_language:rlaif_v"),
          "qwen25_vl-clips": ("tiny_qwen25_vl", write_video_rows, "vision_language:video_qa"),

@@ -9,7 +9,7 @@ pytest.importorskip("av")
 
 from mmalign.errors import ConfigError  # noqa: E402
 
-from tests.video.video_helpers import tiny_modality, write_image_rows, write_video_rows  # noqa: E402
+from tests.video.clip_rows import tiny_modality, write_image_rows, write_video_rows  # noqa: E402
 
 
 def _image_tokens(modality, records) -> list[int]:

@@ -12,7 +12,7 @@ pytest.importorskip("av")
 
 from mmalign.objectives.conditional import CORRUPTED  # noqa: E402
 
-from tests.video.video_helpers import tiny_modality, write_image_rows, write_video_rows  # noqa: E402
+from tests.video.clip_rows import tiny_modality, write_image_rows, write_video_rows  # noqa: E402
 
 NEEDS = frozenset({"token_logps", f"terms:{CORRUPTED}"})
 

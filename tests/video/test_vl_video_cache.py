@@ -12,7 +12,7 @@ pytest.importorskip("av")
 from mmalign.modalities.vision_language import media as media_module  # noqa: E402
 from mmalign.modalities.vision_language import vision  # noqa: E402
 
-from tests.video.video_helpers import tiny_modality, write_image_rows, write_video_rows  # noqa: E402
+from tests.video.clip_rows import tiny_modality, write_image_rows, write_video_rows  # noqa: E402
 
 CASES = {"clips": (write_video_rows, "vision_language:video_qa"),
          "images": (write_image_rows, "vision_language:rlaif_v")}

@@ -11,7 +11,7 @@ pytest.importorskip("av")
 from mmalign.modality import ModelSpec  # noqa: E402
 from mmalign.testing import check_modality  # noqa: E402
 
-from tests.video.video_helpers import write_video_rows  # noqa: E402
+from tests.video.clip_rows import write_video_rows  # noqa: E402
 
 
 @pytest.mark.parametrize("builder", ["tiny_qwen25_vl", "tiny_llava_next_video"])

@@ -18,7 +18,7 @@ from mmalign.models.qwen_vl import tiny_qwen25_vl  # noqa: E402
 from mmalign.modality import ModelSpec  # noqa: E402
 from mmalign.train.adapters import inject  # noqa: E402
 
-from tests.video.video_helpers import tiny_modality, write_video_rows  # noqa: E402
+from tests.video.clip_rows import tiny_modality, write_video_rows  # noqa: E402
 
 
 def _scores(modality, model, records):

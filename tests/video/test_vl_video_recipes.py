@@ -22,7 +22,7 @@ from mmalign import config  # noqa: E402
 from mmalign.models.qwen_vl import tiny_qwen25_vl  # noqa: E402
 from mmalign.train.run import build_modality, train  # noqa: E402
 
-from tests.video.video_helpers import write_image_rows, write_video_rows  # noqa: E402
+from tests.video.clip_rows import write_image_rows, write_video_rows  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 #: recipe -> (data writer, rows it writes)

@@ -26,7 +26,7 @@ pytest.importorskip("av")
 from mmalign import config  # noqa: E402
 from mmalign.train.run import train  # noqa: E402
 
-from tests.video.video_helpers import write_video_rows  # noqa: E402
+from tests.video.clip_rows import write_video_rows  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

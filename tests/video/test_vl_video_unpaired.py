@@ -15,7 +15,7 @@ pytest.importorskip("av")
 from mmalign import config  # noqa: E402
 from mmalign.train.run import train  # noqa: E402
 
-from tests.video.video_helpers import ANSWERS, tiny_modality, write_clips  # noqa: E402
+from tests.video.clip_rows import ANSWERS, tiny_modality, write_clips  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
