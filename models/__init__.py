@@ -10,7 +10,7 @@ import difflib
 import importlib
 from typing import Any, Callable
 
-MODULES = ("text", "diffusion", "llava", "qwen_vl", "llava_next_video")
+MODULES = ("text", "diffusion", "llava", "qwen_vl", "llava_next_video", "qwen2_audio")
 
 
 def builders() -> dict[str, Callable[..., Any]]:

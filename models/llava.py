@@ -12,7 +12,7 @@ from typing import Callable, NamedTuple
 import torch
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 from transformers import (
-    AutoModelForImageTextToText,
+    AutoModelForMultimodalLM,
     AutoProcessor,
     CLIPImageProcessor,
     CLIPVisionConfig,
@@ -160,12 +160,13 @@ PARTS_BUILDERS: dict[str, Callable[..., LlavaParts]] = {"tiny_llava": tiny_llava
 
 
 def load_llava(path: str, dtype: torch.dtype = torch.float32) -> LlavaParts:
-    """A LLaVA checkpoint (``save_pretrained`` folder: config, safetensors, processor files)
-    from a local folder; nothing is downloaded."""
+    """A multimodal LM checkpoint (``save_pretrained`` folder: config, safetensors, processor
+    files; LLaVA, LLaVA-NeXT-Video, Qwen2-VL / Qwen2.5-VL, Qwen2-Audio) from a local folder,
+    through ``AutoModelForMultimodalLM``; nothing is downloaded."""
     if not os.path.isdir(path):
         raise ConfigError(
             f"model.path '{path}' is not a folder; give a local LLaVA checkpoint folder "
             "(with config.json, *.safetensors and the processor files) or use builder: tiny_llava")
     processor = AutoProcessor.from_pretrained(path, local_files_only=True)
-    model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype, local_files_only=True)
+    model = AutoModelForMultimodalLM.from_pretrained(path, dtype=dtype, local_files_only=True)
     return LlavaParts(model.eval(), processor)

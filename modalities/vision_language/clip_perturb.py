@@ -1,4 +1,5 @@
-"""Temporal perturbations of a clip's frames ``[T, H, W, C]``: reverse, shuffle, drop, speed.
+"""Temporal perturbations of a clip's frames ``[T, H, W, C]``: reverse, shuffle, drop, speed;
+and of a sound's samples: silenced or reordered spans (mDPO's corrupted sound).
 
 TEMPLE (Li et al. 2025, arXiv:2503.16929, section 3.2) builds rejected answers from a video
 LLM's answers on perturbed clips; mDPO on video (Wang et al. 2024, arXiv:2406.11839, applied
@@ -88,6 +89,26 @@ def speed(frames: Tensor, factor: float) -> Tensor:
     times = torch.arange(count, dtype=torch.float64) * factor
     source = torch.clamp((times + 1e-9).floor().long(), max=count - 1)
     return frames[source]
+
+
+def mask_spans(wave: Tensor, generator: torch.Generator, fraction: float = 0.5, spans: int = 8) -> Tensor:
+    """A sound (``[samples]``, or any sequence along dim 0) with ``round(fraction * spans)`` of
+    its ``spans`` equal runs (:func:`segment_bounds`) silenced, chosen at random: the events in
+    them are gone, the length (hence the token count) is kept."""
+    runs = segment_bounds(wave.shape[0], spans)
+    out = wave.clone()
+    for k in torch.randperm(len(runs), generator=generator)[: round(fraction * len(runs))].tolist():
+        out[runs[k][0]:runs[k][1]] = 0
+    return out
+
+
+def corrupt_sound(wave: Tensor, kind: str, generator: torch.Generator, spans: int = 8) -> Tensor:
+    """mDPO's corrupted sound: ``mask`` silences half of ``spans`` runs, ``shuffle`` reorders them."""
+    if kind == "mask":
+        return mask_spans(wave, generator, 0.5, spans)
+    if kind == "shuffle":
+        return shuffle(wave, generator, segments=spans)
+    raise ValueError(f"unknown sound corruption {kind!r}; use mask or shuffle")
 
 
 def perturb(frames: Tensor, kind: str, generator: torch.Generator, strength: float = 0.5) -> Tensor:

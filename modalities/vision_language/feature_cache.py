@@ -1,4 +1,4 @@
-"""Projected image and clip features computed once, in ``prepare``, when the vision side is frozen.
+"""Projected image, clip and sound features computed once, in ``prepare``, when the vision side is frozen.
 
 Under LoRA on the language model (the default targets, :data:`LORA_TARGETS`) the vision tower
 and the projector never change, yet a pair's images or clip would go through them at every
@@ -35,8 +35,9 @@ def cache_features(model: nn.Module, processor, records: list[dict[str, Any]], c
                    sampling: Sampling = Sampling()) -> list[dict[str, Any]]:
     """The records, each with ``media_features``: the cache file of its images' and clips' features."""
     config = unwrap(model).config
-    settings = {"version": VERSION, "processor": processor.image_processor.to_dict(),
+    settings = {"version": VERSION, "processor": _settings(getattr(processor, "image_processor", None)),
                 "video_processor": _settings(getattr(processor, "video_processor", None)),
+                "feature_extractor": _settings(getattr(processor, "feature_extractor", None)),
                 "sampling": list(sampling), "layer": getattr(config, "vision_feature_layer", None),
                 "select": getattr(config, "vision_feature_select_strategy", None)}
     cache = FrozenCache.open(cache_dir, "vision_language", weights_hash(vision_parts(model)), settings)
@@ -45,7 +46,9 @@ def cache_features(model: nn.Module, processor, records: list[dict[str, Any]], c
         for record in records:
             media = open_media(record, sampling)
             key = ["media", *(f"{image.size}" for image in media.images), *(image.tobytes() for image in media.images),
-                   *(f"{clip.indices}" for clip in media.clips), *(clip.frames.numpy().tobytes() for clip in media.clips)]
+                   *(f"{clip.indices}" for clip in media.clips), *(clip.frames.numpy().tobytes() for clip in media.clips),
+                   *(f"{sampling.audio_rate}:{len(wave)}" for wave in media.audios),
+                   *(wave.numpy().tobytes() for wave in media.audios)]
             cache.get_or_compute(key, lambda: _entry(model, processor, record["prompt_text"], media))
             out.append({**record, "media_features": str(cache.path(key))})
     log.info("vision_language: image and clip features of %d records cached in %s", len(out), cache.folder)

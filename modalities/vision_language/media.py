@@ -1,4 +1,4 @@
-"""A row's images and clips, opened, and what the model's own processor makes of them.
+"""A row's images, clips and sounds, opened, and what the model's own processor makes of them.
 
 Every family prepares pixels its own way: LLaVA resizes each image to one fixed size,
 LLaVA-NeXT-Video stacks a clip's frames ``[B, T, C, H, W]``, Qwen2-VL / Qwen2.5-VL flatten an
@@ -11,7 +11,10 @@ order, exactly as the model's own training code would receive them.
 
 A clip is read by :func:`~mmalign.modalities.video_io.read_clip` (``num_frames`` uniform
 frames, or frames at ``fps``); its frame indices and native rate go to the processor as
-``VideoMetadata``, without which Qwen2.5-VL assumes 24 fps and times the frames wrongly.
+``VideoMetadata``, without which Qwen2.5-VL assumes 24 fps and times the frames wrongly. A
+sound (an audio-language model's input, Qwen2-Audio) is decoded by soundfile, resampled to the
+processor's rate and mixed to mono (:mod:`mmalign.modalities.audio_io`), and cut to
+``audio_seconds`` (Qwen2-Audio's encoder reads at most 30 s).
 """
 from __future__ import annotations
 
@@ -29,17 +32,21 @@ TOKEN_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_id
 
 
 class Sampling(NamedTuple):
-    """How clips are read: ``num_frames`` uniform frames, or one frame every ``1 / fps`` s."""
+    """How clips are read: ``num_frames`` uniform frames, or one frame every ``1 / fps`` s;
+    how sounds are read: resampled to ``audio_rate`` Hz, at most ``audio_seconds`` long."""
 
     num_frames: int | None = 8
     fps: float | None = None
+    audio_rate: int = 16000
+    audio_seconds: float = 30.0
 
 
 class Media(NamedTuple):
-    """One row's opened images (RGB PIL) and clips."""
+    """One row's opened images (RGB PIL), clips and sounds (mono float32 waves)."""
 
     images: list
     clips: list[Clip]
+    audios: tuple = ()
 
 
 def open_clip(source: Any, where: RowRef, field: str, sampling: Sampling) -> Clip:
@@ -54,17 +61,39 @@ def open_clip(source: Any, where: RowRef, field: str, sampling: Sampling) -> Cli
     return read_clip(source, num_frames=sampling.num_frames, fps=sampling.fps, where=where, field=field)
 
 
+def open_audio(source: Any, where: RowRef, field: str, sampling: Sampling, repairs: Counter | None = None) -> Tensor:
+    """One sound as a mono float32 wave ``[samples]`` at ``sampling.audio_rate``, cut to
+    ``audio_seconds`` (counted in ``repairs``); a tensor made by code is taken as it is."""
+    from mmalign.modalities.audio_io import audio_source, read_audio, to_model
+
+    if isinstance(source, Tensor):
+        return source
+    wave, rate = read_audio(audio_source(source, where, field), where, field)
+    if wave.shape[-1] == 0:
+        raise where.error(field, "the audio has no samples", "Replace the clip or drop the row")
+    wave = to_model(wave, rate, sampling.audio_rate, 1)[0]
+    limit = round(sampling.audio_seconds * sampling.audio_rate)
+    if wave.shape[0] > limit and repairs is not None:
+        repairs["repaired: audio cut to audio_seconds"] += 1
+    return wave[:limit].contiguous()
+
+
 def open_media(record: dict[str, Any], sampling: Sampling, repairs: Counter | None = None) -> Media:
-    """The record's images and clips, opened."""
+    """The record's images, clips and sounds, opened."""
     where = RowRef(record["file"], record["row"])
     images = [open_image(image, where, "image", repairs) for image in record.get("images") or []]
     clips = [open_clip(video, where, "video", sampling) for video in record.get("videos") or []]
-    return Media(images, clips)
+    audios = tuple(open_audio(audio, where, "audio", sampling, repairs) for audio in record.get("audios") or [])
+    return Media(images, clips, audios)
 
 
-def processor_kwargs(images: Sequence, clips: Sequence[Clip]) -> dict[str, Any]:
+def processor_kwargs(images: Sequence, clips: Sequence[Clip], audios: Sequence[Tensor] = (),
+                     audio_rate: int = 16000) -> dict[str, Any]:
     """The media keyword arguments of a processor call (none for a text-only row)."""
     kwargs: dict[str, Any] = {}
+    if audios:
+        kwargs["audio"] = [wave.numpy() for wave in audios]
+        kwargs["sampling_rate"] = audio_rate
     if images:
         kwargs["images"] = list(images)
     if clips:
@@ -76,14 +105,21 @@ def processor_kwargs(images: Sequence, clips: Sequence[Clip]) -> dict[str, Any]:
     return kwargs
 
 
+def audio_rate(processor) -> int:
+    """The sampling rate the processor's feature extractor reads sounds at (16 kHz without one)."""
+    return int(getattr(getattr(processor, "feature_extractor", None), "sampling_rate", 16000))
+
+
 def media_inputs(processor, texts: Sequence[str], media: Sequence[Media]) -> dict[str, Tensor]:
-    """The model inputs of every row's images and clips, in row order (empty when there are
-    none): the processor run on the rows' prompt texts, without the token ids."""
+    """The model inputs of every row's images, clips and sounds, in row order (empty when
+    there are none): the processor run on the rows' prompt texts, without the token ids."""
     images = [image for row in media for image in row.images]
     clips = [clip for row in media for clip in row.clips]
-    if not images and not clips:
+    audios = [wave for row in media for wave in row.audios]
+    if not images and not clips and not audios:
         return {}
-    out = processor(text=list(texts), return_tensors="pt", padding=True, **processor_kwargs(images, clips))
+    kwargs = processor_kwargs(images, clips, audios, audio_rate(processor))
+    out = processor(text=list(texts), return_tensors="pt", padding=True, **kwargs)
     return {key: value for key, value in out.items() if key not in TOKEN_KEYS and isinstance(value, Tensor)}
 
 

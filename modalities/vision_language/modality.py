@@ -33,10 +33,11 @@ from mmalign.modalities.tokens.sampling import refuse_init
 from mmalign.modalities.tokens.scoring import Condition
 from mmalign.modalities.vision_language import feature_cache, swap
 from mmalign.modalities.vision_language import records as _records
-from mmalign.modalities.vision_language.clip_perturb import perturb
+from mmalign.modalities.vision_language.clip_perturb import corrupt_sound, perturb
 from mmalign.modalities.vision_language.images import corrupt_image, open_image
-from mmalign.modalities.vision_language.media import (Media, Sampling, media_inputs, open_clip, open_media,
-                                                      pixel_budget_processor, set_pixel_budget)
+from mmalign.modalities.vision_language.media import (Media, Sampling, audio_rate, media_inputs, open_audio,
+                                                      open_clip, open_media, pixel_budget_processor,
+                                                      set_pixel_budget)
 from mmalign.modalities.vision_language.sampling import generate
 from mmalign.modalities.vision_language.vision import vision_frozen
 from mmalign.modalities.tokens.records import is_paired, mismatched
@@ -52,7 +53,7 @@ log = logging.getLogger("mmalign")
 #: q_proj / k_proj / v_proj, so plain suffixes would adapt it too
 LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)"
 #: the modules with tiny builders of this modality's model families
-BUILDER_MODULES = ("llava", "qwen_vl", "llava_next_video")
+BUILDER_MODULES = ("llava", "qwen_vl", "llava_next_video", "qwen2_audio")
 
 
 class VisionLanguageOptions(TokenOptions):
@@ -65,8 +66,11 @@ class VisionLanguageOptions(TokenOptions):
     * ``video_corruption``: how mDPO's corrupted clip is drawn when a row gives no
       ``rejected_video``: its frames shuffled, half of them dropped (held), or reversed
       (:mod:`.clip_perturb`);
+    * ``audio_corruption``: mDPO's corrupted sound when a row gives no ``rejected_audio``: half
+      of its 8 spans silenced (``mask``), or the spans reordered (``shuffle``);
     * ``video_frames`` / ``video_fps``: a clip is read as that many uniform frames, or (when
       ``video_fps`` is set) one frame every ``1 / video_fps`` seconds;
+    * ``audio_seconds``: a sound is cut to its first ``audio_seconds`` (Qwen2-Audio reads 30 s);
     * ``pixel_budget``: ``[min_pixels, max_pixels]`` per image or frame for processors that
       resize to a pixel budget (Qwen2-VL / Qwen2.5-VL): a small image is not upscaled into
       hundreds of tokens, a large one not kept at full size;
@@ -82,7 +86,9 @@ class VisionLanguageOptions(TokenOptions):
     corruption: Literal["crop", "mask"] = "crop"
     corruption_keep: tuple[float, float] = (0.05, 0.2)
     video_corruption: Literal["shuffle", "drop", "reverse"] = "shuffle"
+    audio_corruption: Literal["mask", "shuffle"] = "mask"
     video_frames: StrictInt = Field(8, ge=1)
+    audio_seconds: float = Field(30.0, gt=0)
     video_fps: float | None = Field(None, gt=0)
     pixel_budget: tuple[StrictInt, StrictInt] | None = None
     cache_vision_features: StrictBool = False
@@ -104,7 +110,8 @@ class VisionLanguageOptions(TokenOptions):
 
     @property
     def sampling(self) -> Sampling:
-        return Sampling(None, self.video_fps) if self.video_fps else Sampling(self.video_frames, None)
+        frames = (None, self.video_fps) if self.video_fps else (self.video_frames, None)
+        return Sampling(*frames, audio_seconds=self.audio_seconds)
 
     @field_validator("corruption_keep")
     @classmethod
@@ -120,16 +127,22 @@ class VisionLanguageModality:
     ``Qwen2_5_VLForConditionalGeneration``), scored per pair (options: :class:`VisionLanguageOptions`)."""
 
     Options = VisionLanguageOptions
+    name = "vision_language"
     supported_needs = SUPPORTED_NEEDS
     policy_dependent_draw = False
 
     def __init__(self, **options: Any):
-        self.options = parse_options(VisionLanguageOptions, options, "vision_language")
+        self.options = parse_options(self.Options, options, self.name)
         self.processor = None
         self.policy: nn.Module | None = None  # for prepare(): its frozen vision side
         self._lora_targets: list[str] = []
         #: repairs made to the data (RGBA -> RGB, truncated responses), counted for the log
         self.repairs: Counter = Counter()
+
+    @property
+    def sampling(self) -> Sampling:
+        """How clips and sounds are read; sounds at the loaded processor's rate."""
+        return self.options.sampling._replace(audio_rate=audio_rate(self.processor))
 
     @property
     def max_length(self) -> int | None:
@@ -188,7 +201,7 @@ class VisionLanguageModality:
         found: Counter = Counter()
         encode = self._encoder(found) if self.processor is not None else None
         records = _records.load_records(path, schema, encode=encode, repairs=found, checks=checks,
-                                        sampling=self.options.sampling)
+                                        sampling=self.sampling)
         self.repairs.update(found)
         checks.counts.update(found)
         return records
@@ -201,7 +214,7 @@ class VisionLanguageModality:
 
     def _encoder(self, repairs: Counter):
         return _records.encoder(self.processor, self.options.max_length, repairs, self.options.truncation,
-                                self.options.sampling)
+                                self.sampling)
 
     def prepare(self, records: list[dict[str, Any]], cache_dir: str) -> list[dict[str, Any]]:
         """With ``cache_vision_features``, each row's image and clip features computed once
@@ -214,7 +227,7 @@ class VisionLanguageModality:
             return records
         for record in records:
             self.check_record(record)
-        return feature_cache.cache_features(self.policy, self.processor, records, cache_dir, self.options.sampling)
+        return feature_cache.cache_features(self.policy, self.processor, records, cache_dir, self.sampling)
 
     def collate(self, records: Sequence[dict[str, Any]]) -> Batch:
         """Token ids (ragged), the processor's inputs of every image and clip in row order (or
@@ -241,7 +254,7 @@ class VisionLanguageModality:
         for key in _records.EXTRA_IMAGES:
             inputs[key] = [open_image(r[key], RowRef(r["file"], r["row"]), key) if key in r else None
                            for r in records]
-        for key in _records.EXTRA_VIDEOS:  # opened when a term asks for them
+        for key in (*_records.EXTRA_VIDEOS, *_records.EXTRA_AUDIOS):  # opened when a term asks for them
             inputs[key] = [r.get(key) for r in records]
         return Batch(inputs=inputs, sample_id=[r["sample_id"] for r in records],
                      fields={**(pair_fields(records) if paired else {}), **row_fields(records)})
@@ -260,17 +273,18 @@ class VisionLanguageModality:
                 "label": torch.tensor([r["label"] for r in records])}
 
     def _open(self, record: dict[str, Any], clips: bool = True) -> Media:
+        """The record's media; with ``clips`` false (their features are cached) clips and sounds stay unread."""
         if not clips:
-            return Media(open_media({**record, "videos": []}, self.options.sampling, self.repairs).images, [])
-        return open_media(record, self.options.sampling, self.repairs)
+            return Media(open_media({**record, "videos": [], "audios": []}, self.sampling, self.repairs).images, [])
+        return open_media(record, self.sampling, self.repairs)
 
     def stats(self, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        """Images and clips, and the tokens each becomes (``mmalign data stats``): the memory
+        """Images, clips and sounds, and the tokens each becomes (``mmalign data stats``): the memory
         a recipe needs grows with them."""
         from mmalign.modalities.vision_language.stats import media_token_stats
 
-        return media_token_stats(list(records), getattr(self.processor, "image_token_id", None),
-                                 getattr(self.processor, "video_token_id", None))
+        return media_token_stats(list(records), *(getattr(self.processor, f"{kind}_token_id", None)
+                                                  for kind in ("image", "video", "audio")))
 
     # -- one step -------------------------------------------------------------------------
     def draw(self, batch: Batch, seed: int, model: nn.Module | None = None) -> Draw:
@@ -330,8 +344,11 @@ class VisionLanguageModality:
         becomes as many tokens as the prompt holds."""
         original = self._open(batch.inputs["records"][row])
         where = batch.inputs["where"][row]
+        if term == CORRUPTED and batch.inputs["rejected_audio"][row] is not None:
+            sound = open_audio(batch.inputs["rejected_audio"][row], where, "rejected_audio", self.sampling)
+            return Media([], [], (swap.fitted_sound(sound, original.audios[0]),))
         if term == CORRUPTED and batch.inputs["rejected_video"][row] is not None:
-            clip = open_clip(batch.inputs["rejected_video"][row], where, "rejected_video", self.options.sampling)
+            clip = open_clip(batch.inputs["rejected_video"][row], where, "rejected_video", self.sampling)
             return Media([], [swap.resized_clip(clip, original.clips[0], where)])
         given = batch.inputs["rejected_image" if term == CORRUPTED else "retrieved_image"][row]
         if given is not None:
@@ -343,9 +360,11 @@ class VisionLanguageModality:
         if "corruption_seed" not in draw:
             raise ValueError("the draw has no corruption_seed; make it with this modality's draw()")
         generator = torch.Generator().manual_seed(draw["corruption_seed"][row])
-        if original.clips:  # mDPO on video: the clip's temporal evidence destroyed, its size kept
+        if original.clips or original.audios:  # the temporal evidence destroyed, the size kept
             return Media(original.images, [clip._replace(frames=perturb(clip.frames, self.options.video_corruption,
-                                                                        generator)) for clip in original.clips])
+                                                                        generator)) for clip in original.clips],
+                         tuple(corrupt_sound(wave, self.options.audio_corruption, generator)
+                               for wave in original.audios))
         corrupted = [corrupt_image(image, generator, self.options.corruption, self.options.corruption_keep)
                      for image in original.images]
         return Media([swap.fit_image(c, o, self._dynamic()) for c, o in zip(corrupted, original.images)], [])
@@ -367,7 +386,7 @@ class VisionLanguageModality:
                seeds: int | Sequence[int] = 0, init: Any = None, strength: float | None = None) -> list[list[str]]:
         """``n`` answers per prompt (``{"prompt": text or messages, "images": [...], "videos": [...]}``): greedy
         for ``n == 1``, sampled otherwise, prompt ``i`` from ``seeds[i]`` alone."""
-        refuse_init(init, strength, "vision_language")
+        refuse_init(init, strength, self.name)
         return generate(model, self.processor, prompts, n=n, seeds=normalize_seeds(seeds, len(prompts)),
                         max_new_tokens=self.options.max_new_tokens, repairs=self.repairs,
-                        sampling=self.options.sampling)
+                        sampling=self.sampling)

@@ -2,7 +2,7 @@
 
 A record holds ``sample_id`` (``<file name>#<row>`` or ``#<row>.<k>`` when a row gives several
 pairs), where it came from (``file``, ``row``), the prompt as chat ``messages``, its
-``images`` (as given: paths, bytes or PIL) and ``videos`` (paths or bytes), ``chosen`` /
+``images`` (as given: paths, bytes or PIL), ``videos`` and ``audios`` (paths or bytes), ``chosen`` /
 ``rejected`` text (an unpaired row: ``completion`` and ``label``), ``fields`` (the row's
 numeric columns, ``margin``) and the optional extras of
 :mod:`~mmalign.modalities.vision_language.schemas`. Every image and clip is decoded
@@ -21,12 +21,14 @@ from mmalign.modalities.tokens.records import read_records
 from mmalign.modalities.vision_language import schemas as _schemas  # noqa: F401  (registers the schemas)
 from mmalign.modalities.vision_language.encoding import encode_pair, to_messages
 from mmalign.modalities.vision_language.images import open_image
-from mmalign.modalities.vision_language.media import Sampling, open_clip, open_media
+from mmalign.modalities.vision_language.media import Sampling, open_audio, open_clip, open_media
 
 #: extra single images a pair may carry, each standing in for the row's one image
 EXTRA_IMAGES = ("rejected_image", "retrieved_image")
 #: an extra clip standing in for the row's one clip on the rejected side (ms-swift ``rejected_videos``)
 EXTRA_VIDEOS = ("rejected_video",)
+#: an extra sound standing in for the row's one sound on the rejected side (ms-swift ``rejected_audios``)
+EXTRA_AUDIOS = ("rejected_audio",)
 
 
 def detect_schema(row: dict[str, Any], where: RowRef) -> str:
@@ -66,14 +68,16 @@ def load_records(path: str, schema: str | None, *, encode: Callable[[dict], None
 def make_record(pair: dict[str, Any], where: RowRef, sample_id: str, repairs: Counter | None = None,
                 sampling: Sampling = Sampling()) -> dict[str, Any]:
     """Check one pair (images and clips decode, placeholders match them, responses not empty)."""
-    images, videos = list(pair.get("images") or []), list(pair.get("videos") or [])
+    images, videos, audios = (list(pair.get(key) or []) for key in ("images", "videos", "audios"))
     for k, image in enumerate(images):
         open_image(image, where, f"images[{k}]" if len(images) > 1 else "image", repairs)
     for k, video in enumerate(videos):
         open_clip(video, where, f"videos[{k}]" if len(videos) > 1 else "video", sampling)
+    for k, audio in enumerate(audios):
+        open_audio(audio, where, f"audios[{k}]" if len(audios) > 1 else "audio", sampling)
     record = {"sample_id": sample_id, "file": where.file, "row": where.row,
-              "messages": to_messages(pair["prompt"], len(images), where, n_videos=len(videos)),
-              "images": images, "videos": videos}
+              "messages": to_messages(pair["prompt"], len(images), where, n_videos=len(videos), n_audios=len(audios)),
+              "images": images, "videos": videos, "audios": audios}
     sides = ("completion",) if "completion" in pair else ("chosen", "rejected")
     for side in sides:
         text = pair.get(side)
@@ -96,6 +100,13 @@ def make_record(pair: dict[str, Any], where: RowRef, sample_id: str, repairs: Co
                                        f"clips and {len(images)} images)", "Use single-clip rows for rejected_video")
             open_clip(pair[key], where, key, sampling)
             record[key] = pair[key]
+    for key in EXTRA_AUDIOS:
+        if pair.get(key) is not None:
+            if len(audios) != 1 or images or videos:
+                raise where.error(key, f"needs a row with exactly one sound and nothing else (this row has "
+                                       f"{len(audios)} sounds)", "Use single-sound rows for rejected_audio")
+            open_audio(pair[key], where, key, sampling)
+            record[key] = pair[key]
     for key in ("chosen_spans", "rejected_spans"):
         if key in pair:
             record[key] = pair[key]
@@ -113,8 +124,9 @@ def encoder(processor, max_length: int | None, repairs: Counter | None = None,
         where = RowRef(record["file"], record["row"])
         media = open_media(record, sampling)
         chosen, rejected = (record["completion"],) * 2 if "completion" in record else (record["chosen"], record["rejected"])
-        pair = encode_pair(processor, record["messages"], media.images, chosen, rejected,
-                           max_length, where, repairs, truncation, clips=media.clips)
+        pair = encode_pair(processor, record["messages"], media.images, chosen, rejected, max_length, where,
+                           repairs, truncation, clips=media.clips, audios=list(media.audios),
+                           audio_rate=sampling.audio_rate)
         if "completion" in record:
             record.update(prompt_text=pair.prompt_text, prompt_ids=pair.prompt_ids, completion_ids=pair.chosen_ids)
             return

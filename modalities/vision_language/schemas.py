@@ -169,6 +169,15 @@ def video_qa(row: dict[str, Any], where: RowRef) -> list[dict[str, Any]]:
     return [_with_extras(row, where, prompt=_text(row["question"], where, "question"), images=[], videos=videos)]
 
 
+@register_dataset("audio_language:audio_qa")
+def audio_qa(row: dict[str, Any], where: RowRef) -> list[dict[str, Any]]:
+    """Audio question answering (Qwen2-Audio): ``audio`` (one sound; or ``audios``, a list),
+    ``question`` (``<audio>`` marks the sound's place), ``chosen``, ``rejected``."""
+    require_fields(row, ("question",), where)
+    _required(row, where, "audio")
+    return [_with_extras(row, where, prompt=_text(row["question"], where, "question"), images=[], videos=[])]
+
+
 @register_dataset("vision_language:video_unpaired")
 def video_unpaired(row: dict[str, Any], where: RowRef) -> list[dict[str, Any]]:
     """Unpaired video rows for KTO-style objectives: ``video`` (or ``videos``, a list),
@@ -216,11 +225,11 @@ def llamafactory(row: dict[str, Any], where: RowRef) -> list[dict[str, Any]]:
 def swift(row: dict[str, Any], where: RowRef) -> list[dict[str, Any]]:
     """ms-swift's RLHF rows (DPO and its kin): ``messages``, a list of ``{"role": "system" |
     "user" | "assistant", "content": text}`` whose last, assistant message is the chosen
-    answer; ``rejected_response`` (text); optional ``images``, ``videos`` (lists of paths,
-    placed by ``<image>`` / ``<video>`` in the text), and ``rejected_images`` /
-    ``rejected_videos``: the rejected side's media, usable when the row has one image (video)
-    and gives one rejected image (video), which becomes the pair's ``rejected_image``
-    (``rejected_video``).
+    answer; ``rejected_response`` (text); optional ``images``, ``videos``, ``audios`` (lists of
+    paths, placed by ``<image>`` / ``<video>`` / ``<audio>`` in the text), and
+    ``rejected_images`` / ``rejected_videos`` / ``rejected_audios``: the rejected side's media,
+    usable when the row has one image (video, sound) and gives one rejected one, which becomes
+    the pair's ``rejected_image`` (``rejected_video``, ``rejected_audio``).
     """
     require_fields(row, ("messages", "rejected_response"), where)
     messages = _chat(row["messages"], where, "messages")
@@ -233,7 +242,7 @@ def swift(row: dict[str, Any], where: RowRef) -> list[dict[str, Any]]:
     merged = {**row, "chosen": messages[-1]["content"],
               "rejected": _text(row["rejected_response"], where, "rejected_response")}
     images, videos = _path_list(row, where, "images"), _row_videos(row, where)
-    for kind, media in (("image", images), ("video", videos)):
+    for kind, media in (("image", images), ("video", videos), ("audio", _row_media(row, where, "audio"))):
         rejected = _rejected_media(row, where, kind, media)
         if rejected is not None:
             merged[f"rejected_{kind}"] = rejected
@@ -245,7 +254,8 @@ def _with_extras(row: dict[str, Any], where: RowRef, *, prompt: Any, images: lis
     """The pair of a row, with the optional columns every schema reads; ``videos`` None:
     the row's ``videos`` / ``video`` column."""
     videos = _row_videos(row, where) if videos is None else videos
-    pair: dict[str, Any] = {"prompt": prompt, "images": images, "videos": videos}
+    pair: dict[str, Any] = {"prompt": prompt, "images": images, "videos": videos,
+                            "audios": _row_media(row, where, "audio")}
     for side in ("chosen", "rejected"):
         sentences = row.get(f"{side}_sentences")
         if sentences:
@@ -255,6 +265,11 @@ def _with_extras(row: dict[str, Any], where: RowRef, *, prompt: Any, images: lis
     for key in ("rejected_image", "retrieved_image"):
         if row.get(key) is not None:
             pair[key] = row[key]
+    if row.get("rejected_audio") is not None:
+        if len(pair["audios"]) != 1:
+            raise where.error("rejected_audio", f"needs a row with exactly one sound (this row has "
+                              f"{len(pair['audios'])})", "Use single-sound rows for a rejected_audio, or drop the column")
+        pair["rejected_audio"] = _media_file(row["rejected_audio"], where, "rejected_audio", "audio")
     if row.get("rejected_video") is not None:
         if len(videos) != 1:
             raise where.error("rejected_video", f"needs a row with exactly one video (this row has {len(videos)})",
@@ -398,28 +413,36 @@ def _path_list(row: dict[str, Any], where: RowRef, field: str) -> list:
     return list(value)
 
 
-def _row_videos(row: dict[str, Any], where: RowRef) -> list:
-    """The row's videos: its ``videos`` list (or one path as text) when not empty, else its
-    one ``video``, else []."""
-    videos = _path_list(row, where, "videos")
-    if videos:
-        return [_video_source(v, where, f"videos[{k}]") for k, v in enumerate(videos)]
-    if row.get("video") is not None:
-        return [_video_source(row["video"], where, "video")]
+def _row_media(row: dict[str, Any], where: RowRef, kind: str) -> list:
+    """The row's videos (``kind`` "video") or sounds ("audio"): its ``videos`` / ``audios``
+    list (or one path as text) when not empty, else its one ``video`` / ``audio``, else []."""
+    items = _path_list(row, where, f"{kind}s")
+    if items:
+        return [_media_file(v, where, f"{kind}s[{k}]", kind) for k, v in enumerate(items)]
+    if row.get(kind) is not None:
+        return [_media_file(row[kind], where, kind, kind)]
     return []
 
 
+def _row_videos(row: dict[str, Any], where: RowRef) -> list:
+    return _row_media(row, where, "video")
+
+
+def _required(row: dict[str, Any], where: RowRef, kind: str) -> list:
+    items = _row_media(row, where, kind)
+    if not items:
+        raise where.error(kind, "is missing", f"Give each row a '{kind}' (a path relative to the data file) "
+                          f"or a non-empty '{kind}s' list")
+    return items
+
+
 def _required_videos(row: dict[str, Any], where: RowRef) -> list:
-    videos = _row_videos(row, where)
-    if not videos:
-        raise where.error("video", "is missing", "Give each row a 'video' (a path relative to the data file) "
-                          "or a non-empty 'videos' list")
-    return videos
+    return _required(row, where, "video")
 
 
-def _video_source(value: Any, where: RowRef, field: str) -> str | bytes:
-    """A video as a pair holds it: a path (relative to the data file) or the file's bytes; a
-    ``datasets`` ``{"bytes", "path"}`` dict gives its bytes, else its path."""
+def _media_file(value: Any, where: RowRef, field: str, kind: str = "video") -> str | bytes:
+    """A video or sound as a pair holds it: a path (relative to the data file) or the file's
+    bytes; a ``datasets`` ``{"bytes", "path"}`` dict gives its bytes, else its path."""
     if isinstance(value, dict):
         value = value.get("bytes") or value.get("path")
     if isinstance(value, str) and value.strip():
@@ -427,13 +450,19 @@ def _video_source(value: Any, where: RowRef, field: str) -> str | bytes:
     if isinstance(value, (bytes, bytearray)) and value:
         return bytes(value)
     got = "empty" if isinstance(value, (str, bytes, bytearray)) else type(value).__name__
-    raise where.error(field, f"must be a video file's path or bytes (got {got})",
-                      "Give a path relative to the data file, e.g. \"clips/a.mp4\" (a list of frames is not read)")
+    example, unread = ("clips/a.mp4", " (a list of frames is not read)") if kind == "video" else ("sounds/a.wav", "")
+    raise where.error(field, f"must be a {kind} file's path or bytes (got {got})",
+                      f"Give a path relative to the data file, e.g. \"{example}\"{unread}")
+
+
+def _video_source(value: Any, where: RowRef, field: str) -> str | bytes:
+    return _media_file(value, where, field, "video")
 
 
 def _rejected_media(row: dict[str, Any], where: RowRef, kind: str, media: list) -> Any:
-    """ms-swift's ``rejected_images`` / ``rejected_videos``: the one item that stands in for
-    the row's one image / video on the rejected side; None when the column is absent or empty."""
+    """ms-swift's ``rejected_images`` / ``rejected_videos`` / ``rejected_audios``: the one item
+    that stands in for the row's one image / video / sound on the rejected side; None when the
+    column is absent or empty."""
     field = f"rejected_{kind}s"
     given = _path_list(row, where, field)
     if not given:
@@ -442,7 +471,7 @@ def _rejected_media(row: dict[str, Any], where: RowRef, kind: str, media: list) 
         raise where.error(field, f"gives {len(given)} rejected {kind}(s) for a row of {len(media)} {kind}(s); only "
                           f"one rejected {kind} standing in for the row's one {kind} can be used",
                           f"Use rows with one {kind} and one rejected {kind}, or drop {field}")
-    return _video_source(given[0], where, f"{field}[0]") if kind == "video" else given[0]
+    return given[0] if kind == "image" else _media_file(given[0], where, f"{field}[0]", kind)
 
 
 def _a(role: str) -> str:

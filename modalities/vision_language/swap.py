@@ -1,6 +1,6 @@
 """The other image or clip of a conditional term (mDPO's corrupted or given rejected image,
-Re-Align's retrieved one, ms-swift's ``rejected_videos``), brought to the size of the row's
-own so that it becomes as many tokens as the prompt holds for it.
+Re-Align's retrieved one, ms-swift's ``rejected_videos`` / ``rejected_audios``), brought to the
+size of the row's own so that it becomes as many tokens as the prompt holds for it.
 
 A fixed-size processor (LLaVA) makes the same number of tokens of any image, and is left
 alone; a pixel-budget one (Qwen2-VL) makes its token count from the size, so the swapped
@@ -35,3 +35,11 @@ def resized_clip(clip: Clip, like: Clip, where: RowRef) -> Clip:
                                              align_corners=False, antialias=True)
     frames = frames.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
     return clip._replace(frames=frames)
+
+
+def fitted_sound(sound: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``sound`` cut or padded with silence to ``like``'s length: an audio encoder's token
+    count follows the length."""
+    if sound.shape[0] >= like.shape[0]:
+        return sound[: like.shape[0]]
+    return torch.nn.functional.pad(sound, (0, like.shape[0] - sound.shape[0]))

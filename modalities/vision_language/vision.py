@@ -17,14 +17,16 @@ from torch import Tensor, nn
 
 from mmalign.modalities.tokens.forward import Embed, unwrap
 from mmalign.modalities.tokens.layouts import NaiveLayout
+from mmalign.modalities.vision_language.audio_features import qwen2_audio_features
 
 #: the key (with the model's id) of a frozen vision side's features in a batch's ``frozen`` memo
 MEMO = "vision_language/media_features"
 #: which media inputs each feature function reads
 FEATURE_INPUTS = {"image": ("pixel_values", "image_grid_thw", "image_sizes"),
-                  "video": ("pixel_values_videos", "video_grid_thw")}
+                  "video": ("pixel_values_videos", "video_grid_thw"),
+                  "audio": ("input_features", "feature_attention_mask")}
 #: the inputs that give a media kind its features (present = the batch has that kind)
-PIXELS = {"image": "pixel_values", "video": "pixel_values_videos"}
+PIXELS = {"image": "pixel_values", "video": "pixel_values_videos", "audio": "input_features"}
 #: what a cached feature entry keeps besides the features: the shapes positions are made from
 SHAPE_INPUTS = ("image_grid_thw", "video_grid_thw", "second_per_grid_ts")
 
@@ -33,12 +35,16 @@ Features = dict[str, Tensor]
 
 
 def media_features(model: nn.Module, media: dict[str, Tensor]) -> Features:
-    """Projected features of every image and every clip, each kind concatenated in row order."""
+    """Projected features of every image, clip and sound, each kind concatenated in row order."""
     out = {}
     for kind, pixels in PIXELS.items():
-        if pixels in media:
-            function = getattr(model, f"get_{kind}_features")
-            out[kind] = _flat(function(**_feature_kwargs(model, function, media, FEATURE_INPUTS[kind])))
+        if pixels not in media:
+            continue
+        function = getattr(model, f"get_{kind}_features", None)
+        if function is None and kind == "audio":  # Qwen2-Audio computes them inside its forward
+            out[kind] = qwen2_audio_features(base_of(model), media["input_features"], media["feature_attention_mask"])
+            continue
+        out[kind] = _flat(function(**_feature_kwargs(model, function, media, FEATURE_INPUTS[kind])))
     return out
 
 

@@ -42,5 +42,5 @@ def test_an_image_only_model_refuses_clips(tmp_path):
     from mmalign.errors import DataError
 
     modality, _ = tiny_modality("tiny_llava")
-    with pytest.raises(DataError, match="field 'video': has a clip, but LlavaProcessor reads images only"):
+    with pytest.raises(DataError, match="field 'video': has a clip, but LlavaProcessor does not read video"):
         modality.load_records(write_video_rows(tmp_path), "video_qa")

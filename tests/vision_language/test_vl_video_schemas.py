@@ -55,7 +55,7 @@ def test_video_qa_pairs():
     row = {"video": "clips/a.mp4", "question": "What happens in <video>?", "chosen": "A dog runs.",
            "rejected": "A cat sleeps.", "margin": 2}
     assert schemas.video_qa(row, WHERE) == [{
-        "prompt": "What happens in <video>?", "images": [], "videos": ["clips/a.mp4"],
+        "prompt": "What happens in <video>?", "images": [], "videos": ["clips/a.mp4"], "audios": [],
         "chosen": "A dog runs.", "rejected": "A cat sleeps.", "fields": {"margin": 2.0}}]
     listed = schemas.video_qa({**row, "video": None, "videos": ["a.mp4", b"\x00raw"]}, WHERE)[0]
     assert listed["videos"] == ["a.mp4", b"\x00raw"]
@@ -121,7 +121,7 @@ def test_llamafactory_sharegpt_rows():
                    {"role": "user", "content": "<image>What is this?"},
                    {"role": "assistant", "content": "A dog."},
                    {"role": "user", "content": "And in <video>?"}],
-        "images": ["a.png"], "videos": ["b.mp4"], "chosen": "It runs.", "rejected": "It flies.", "fields": {}}]
+        "images": ["a.png"], "videos": ["b.mp4"], "audios": [], "chosen": "It runs.", "rejected": "It flies.", "fields": {}}]
 
 
 def test_llamafactory_system_turn_answers_as_text_and_tool_turns():
@@ -189,7 +189,7 @@ def test_swift_rows():
            "rejected_response": "A cat.", "images": ["a.png"]}
     assert schemas.swift(row, WHERE) == [{
         "prompt": [{"role": "system", "content": "Sys."}, {"role": "user", "content": "<image>What?"}],
-        "images": ["a.png"], "videos": [], "chosen": "A dog.", "rejected": "A cat.", "fields": {}}]
+        "images": ["a.png"], "videos": [], "audios": [], "chosen": "A dog.", "rejected": "A cat.", "fields": {}}]
 
 
 def test_swift_rejected_media_become_the_rejected_image_and_video():
