@@ -24,6 +24,7 @@ from transformers import (
 )
 
 from mmalign.errors import ConfigError
+from mmalign.models.seeded import seeded_model
 
 IMAGE_TOKEN = "<image>"
 SPECIAL_TOKENS = ("<pad>", "<unk>", "<s>", "</s>", IMAGE_TOKEN)
@@ -145,12 +146,8 @@ def tiny_llava_parts(hidden_size: int = 32, num_layers: int = 2, num_heads: int 
         vision_config=vision, text_config=text, image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
         vision_feature_layer=-2, vision_feature_select_strategy="default",
         projector_hidden_act="gelu", tie_word_embeddings=False)
-    config._attn_implementation = attn_implementation
-    torch.manual_seed(seed)
-    model = LlavaForConditionalGeneration(config)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    return LlavaParts(model.eval(), processor)
+    model = seeded_model(LlavaForConditionalGeneration, config, tokenizer, seed, attn_implementation)
+    return LlavaParts(model, processor)
 
 
 #: builder name -> function returning the model (``mmalign.models`` resolves recipe names here)

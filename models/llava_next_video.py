@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from typing import Callable, NamedTuple
 
-import torch
 from tokenizers import AddedToken
 from transformers import (
     CLIPVisionConfig,
@@ -33,6 +32,7 @@ from transformers import (
 )
 
 from mmalign.models.llava import IMAGE_TOKEN, tiny_tokenizer
+from mmalign.models.seeded import seeded_model
 
 VIDEO_TOKEN = "<video>"
 
@@ -127,12 +127,8 @@ def tiny_llava_next_video_parts(hidden_size: int = 32, num_layers: int = 2, visi
     tokenizer = processor.tokenizer
     config = tiny_llava_next_video_config(tokenizer, hidden_size, num_layers, vision_hidden_size,
                                           vision_layers, image_size, patch_size)
-    config._attn_implementation = attn_implementation
-    torch.manual_seed(seed)
-    model = LlavaNextVideoForConditionalGeneration(config)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    return LlavaNextVideoParts(model.eval(), processor)
+    model = seeded_model(LlavaNextVideoForConditionalGeneration, config, tokenizer, seed, attn_implementation)
+    return LlavaNextVideoParts(model, processor)
 
 
 def tiny_llava_next_video(seed: int = 0, **kwargs) -> LlavaNextVideoForConditionalGeneration:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 from typing import Callable, NamedTuple
 
-import torch
 from transformers import (
     Qwen2AudioConfig,
     Qwen2AudioForConditionalGeneration,
@@ -36,6 +35,7 @@ from transformers import (
 )
 
 from mmalign.models.qwen_vl import DEFAULT_SYSTEM, IM_END, IM_START, PAD_TOKEN, tiny_bpe
+from mmalign.models.seeded import seeded_model
 
 AUDIO_TOKEN, AUDIO_BOS, AUDIO_EOS = "<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>"
 #: Qwen2-Audio's special tokens, in the order of their ids (after the BPE pieces, as in Qwen)
@@ -145,13 +145,9 @@ def tiny_qwen2_audio_parts(hidden_size: int = 32, num_layers: int = 2, audio_hid
     processor = tiny_qwen2_audio_processor()
     tokenizer = processor.tokenizer
     config = tiny_qwen2_audio_config(tokenizer, hidden_size, num_layers, audio_hidden_size, audio_layers)
-    config._attn_implementation = attn_implementation
-    torch.manual_seed(seed)
-    model = Qwen2AudioForConditionalGeneration(config)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.bos_token_id = None
-    return Qwen2AudioParts(model.eval(), processor)
+    model = seeded_model(Qwen2AudioForConditionalGeneration, config, tokenizer, seed, attn_implementation,
+                         keep_bos=False)
+    return Qwen2AudioParts(model, processor)
 
 
 def tiny_qwen2_audio(seed: int = 0, **kwargs) -> Qwen2AudioForConditionalGeneration:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 from typing import Callable, NamedTuple
 
-import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import (
     Qwen2_5_VLConfig,
@@ -33,6 +32,7 @@ from transformers import (
 )
 
 from mmalign.models.llava import tiny_vocabulary
+from mmalign.models.seeded import seeded_model
 
 PAD_TOKEN = "<|endoftext|>"
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
@@ -162,13 +162,9 @@ def tiny_qwen25_vl_parts(hidden_size: int = 32, num_layers: int = 2, vision_hidd
     processor = tiny_qwen25_vl_processor()
     tokenizer = processor.tokenizer
     config = tiny_qwen25_vl_config(tokenizer, hidden_size, num_layers, vision_hidden_size, vision_layers)
-    config._attn_implementation = attn_implementation
-    torch.manual_seed(seed)
-    model = Qwen2_5_VLForConditionalGeneration(config)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.bos_token_id = None
-    return QwenVLParts(model.eval(), processor)
+    model = seeded_model(Qwen2_5_VLForConditionalGeneration, config, tokenizer, seed, attn_implementation,
+                         keep_bos=False)
+    return QwenVLParts(model, processor)
 
 
 def tiny_qwen25_vl(seed: int = 0, **kwargs) -> Qwen2_5_VLForConditionalGeneration:

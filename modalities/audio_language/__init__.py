@@ -9,5 +9,6 @@ the same code (:mod:`mmalign.modalities.vision_language`), and ``audio_qa`` rows
 ``question``, ``chosen``, ``rejected``) or LLaMA-Factory / ms-swift rows with ``audios`` load.
 """
 from mmalign.modalities.audio_language.modality import AudioLanguageModality
+from mmalign.modalities.audio_language import evaluators  # noqa: F401  (registers the evaluators)
 
 __all__ = ["AudioLanguageModality"]
