@@ -20,9 +20,10 @@ DIFFUSION = ROOT / "diffusion"
 FLOW = ROOT / "flow"
 LLAVA = ROOT / "llava"
 HASHES = ROOT / "SHA256SUMS"
-MODELS = ("diffusion", "flow", "llava")
+MODELS = ("diffusion", "flow", "llava", "qwen_video")
 #: the script that makes each shipped model (``python -m mmalign.toy.<script>``)
-SCRIPTS = {"diffusion": "pretrain_diffusion", "flow": "pretrain_flow", "llava": "pretrain_llava"}
+SCRIPTS = {"diffusion": "pretrain_diffusion", "flow": "pretrain_flow", "llava": "pretrain_llava",
+           "qwen_video": "pretrain_qwen_video"}
 
 
 def sha256(path: Path) -> str:

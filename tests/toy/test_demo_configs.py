@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 from mmalign import config
-from mmalign.toy import task_diffusion, task_flow, task_lvlm
+from mmalign.toy import task_diffusion, task_flow, task_lvlm, task_video
 
 ROOT = Path(__file__).resolve().parents[2]
 CASES = [("demo_diffusion_red.yaml", task_diffusion), ("demo_flow_red.yaml", task_flow),
-         ("demo_lvlm_hallucination.yaml", task_lvlm)]
+         ("demo_lvlm_hallucination.yaml", task_lvlm), ("demo_video_temporal.yaml", task_video)]
 
 
 @pytest.mark.parametrize("name,task", CASES)
