@@ -42,6 +42,7 @@ from transformers import (
 
 from mmalign.models.llava import CHAT_TEMPLATE, IMAGE_TOKEN
 from mmalign.toy import shapes
+from mmalign.toy.sft_batch import answer_batch
 
 CAPTION_PROMPT = "Please describe this image in detail."
 QUESTION = "Is there a {} in the image? Answer yes or no."
@@ -120,25 +121,9 @@ def question(objects: list[shapes.Shape], rng: random.Random, hallucination: flo
 
 
 def encode(processor: LlavaProcessor, prompts: list[str], answers: list[str], images: list) -> dict:
-    """Right-padded ``input_ids``, ``attention_mask``, ``labels`` (answer tokens and EOS only) and
-    ``pixel_values``, tokenized exactly as the vision_language modality does: the chat-template
-    prompt with the image expanded, then the answer's tokens and EOS."""
-    tok = processor.tokenizer
-    messages = [[{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": p}]}] for p in prompts]
-    texts = [processor.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m in messages]
-    prompt_in = processor(text=texts, images=images, padding=True, return_tensors="pt")
-    rows, labels = [], []
-    for ids, mask, answer in zip(prompt_in["input_ids"], prompt_in["attention_mask"], answers):
-        prompt_ids = ids[mask.bool()].tolist()
-        answer_ids = tok(answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-        rows.append(prompt_ids + answer_ids)
-        labels.append([-100] * len(prompt_ids) + answer_ids)
-    width = max(len(r) for r in rows)
-    pad = lambda seq, v: seq + [v] * (width - len(seq))  # noqa: E731
-    return {"input_ids": torch.tensor([pad(r, tok.pad_token_id) for r in rows]),
-            "attention_mask": torch.tensor([pad([1] * len(r), 0) for r in rows]),
-            "labels": torch.tensor([pad(lab, -100) for lab in labels]),
-            "pixel_values": prompt_in["pixel_values"]}
+    """The supervised batch of ``prompts`` on ``images`` answered by ``answers``
+    (:func:`mmalign.toy.sft_batch.answer_batch`: ``labels`` on the answer tokens and EOS only)."""
+    return answer_batch(processor, "image", prompts, answers, images=images)
 
 
 def train(model, processor, seconds: float, hallucination: float, qa_hallucination: float, log,

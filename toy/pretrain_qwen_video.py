@@ -52,6 +52,7 @@ from transformers.video_utils import VideoMetadata
 
 from mmalign.models import qwen_vl
 from mmalign.toy import shapes, shapes_video as sv
+from mmalign.toy.sft_batch import answer_batch
 
 CAPTION_PROMPT, DIRECTION_QUESTION = sv.CAPTION_PROMPT, sv.DIRECTION_QUESTION
 WORDS = ("a an the and moves move does which way answer or please describe this video in detail is there "
@@ -141,29 +142,10 @@ def metadata(frames: int) -> VideoMetadata:
 
 
 def encode(processor, prompts: list[str], answers: list[str], clips: list[torch.Tensor]) -> dict:
-    """Right-padded ``input_ids``, ``attention_mask``, ``labels`` (answer tokens and EOS only) and
-    the processor's video inputs, tokenized as the vision_language modality does: the
-    chat-template prompt with the clip expanded, then the answer's tokens and ``<|im_end|>``."""
-    tok = processor.tokenizer
-    messages = [[{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": p}]}] for p in prompts]
-    texts = [processor.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m in messages]
-    prompt_in = processor(text=texts, videos=clips, video_metadata=[metadata(len(c)) for c in clips],
-                          padding=True, return_tensors="pt")
-    rows, labels = [], []
-    for ids, mask, answer in zip(prompt_in["input_ids"], prompt_in["attention_mask"], answers):
-        prompt_ids = ids[mask.bool()].tolist()
-        answer_ids = tok(answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-        rows.append(prompt_ids + answer_ids)
-        labels.append([-100] * len(prompt_ids) + answer_ids)
-    width = max(len(r) for r in rows)
-    pad = lambda seq, v: seq + [v] * (width - len(seq))  # noqa: E731
-    out = {"input_ids": torch.tensor([pad(r, tok.pad_token_id) for r in rows]),
-           "attention_mask": torch.tensor([pad([1] * len(r), 0) for r in rows]),
-           "labels": torch.tensor([pad(lab, -100) for lab in labels])}
-    for key in ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts"):
-        if key in prompt_in:
-            out[key] = prompt_in[key]
-    return out
+    """The supervised batch of ``prompts`` on ``clips`` answered by ``answers``, the clips timed as
+    the modality times them (:func:`mmalign.toy.sft_batch.answer_batch`)."""
+    return answer_batch(processor, "video", prompts, answers, videos=clips,
+                        video_metadata=[metadata(len(c)) for c in clips])
 
 
 def example(scene: sv.MovingScene, rng: random.Random, prior_rate: float, qa_prior_rate: float,

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from mmalign.modality import ModelSpec
 from mmalign.registry import modalities
@@ -12,12 +11,8 @@ pytestmark = pytest.mark.skipif(not checkpoints.HASHES.is_file(), reason="assets
 
 
 @pytest.fixture(autouse=True)
-def _offline_one_thread(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _offline_one_thread(offline_one_thread):
+    """Every test here: offline, one thread (tests/toy/conftest.py)."""
 
 
 def test_files_match_recorded_hashes():

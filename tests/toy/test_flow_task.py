@@ -13,7 +13,6 @@ import json
 import math
 
 import pytest
-import torch
 
 from mmalign.demo import QUICK_STEPS, _check
 from mmalign.modality import ModelSpec
@@ -25,12 +24,8 @@ pytestmark = needs_asset
 
 
 @pytest.fixture(autouse=True)
-def _offline_one_thread(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _offline_one_thread(offline_one_thread):
+    """Every test here: offline, one thread (tests/toy/conftest.py)."""
 
 
 def check_result(result: dict) -> None:

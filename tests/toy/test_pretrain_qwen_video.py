@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from mmalign import assets
 from mmalign.modality import ModelSpec
@@ -22,12 +21,8 @@ CHECKPOINT = assets.path("toy") / "qwen_video"
 
 
 @pytest.fixture(autouse=True)
-def _offline_one_thread(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _offline_one_thread(offline_one_thread):
+    """Every test here: offline, one thread (tests/toy/conftest.py)."""
 
 
 def test_every_word_of_the_world_is_one_token():

@@ -13,7 +13,6 @@ import json
 import math
 
 import pytest
-import torch
 
 from mmalign.toy import checkpoints, task_diffusion, task_flow, task_lvlm, tasks
 
@@ -22,12 +21,8 @@ pytestmark = [pytest.mark.slow,
 
 
 @pytest.fixture(autouse=True)
-def _offline_one_thread(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _offline_one_thread(offline_one_thread):
+    """Every test here: offline, one thread (tests/toy/conftest.py)."""
 
 
 def check_result(result: dict, task: str) -> None:

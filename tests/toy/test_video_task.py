@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 
 import pytest
-import torch
 
 pytest.importorskip("av")
 pytest.importorskip("decord")
@@ -25,12 +24,8 @@ pytestmark = needs_asset
 
 
 @pytest.fixture(autouse=True)
-def _offline_one_thread(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _offline_one_thread(offline_one_thread):
+    """Every test here: offline, one thread (tests/toy/conftest.py)."""
 
 
 def run(run_dir, steps=None) -> list[dict]:
