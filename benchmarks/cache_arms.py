@@ -14,8 +14,7 @@ from typing import Callable
 
 import torch
 
-import mmalign.objectives as objectives
-from mmalign.train.adapters import adapters_disabled
+from mmalign.testing import dpo_step
 
 
 def timed_steps(arm, steps: int, batch_size: int, epoch0: int, beta: float) -> float:
@@ -27,14 +26,7 @@ def timed_steps(arm, steps: int, batch_size: int, epoch0: int, beta: float) -> f
         start = time.perf_counter()
         batch = modality.collate(batches[i % len(batches)])
         batch.epoch = epoch0 + i // len(batches)
-        draw = modality.draw(batch, 0, policy)
-        pol = modality.surrogate(policy, batch, draw, frozenset())
-        with torch.no_grad(), adapters_disabled(policy):
-            ref = modality.surrogate(policy, batch, draw, frozenset())
-        loss = objectives.get("dpo")(pol, ref, beta=beta).loss.mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        dpo_step(modality, policy, batch, optimizer, beta)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 

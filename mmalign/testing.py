@@ -292,22 +292,35 @@ def lora_dpo_steps(modality, policy: nn.Module, records: list[dict], steps: int,
     falls: what a plugin's export test trains before it reloads the export."""
     from peft import LoraConfig
 
-    import mmalign.objectives as objectives
-    from mmalign.train.adapters import adapters_disabled, inject
+    from mmalign.train.adapters import inject
 
     inject(policy, LoraConfig(r=rank, lora_alpha=2 * rank, init_lora_weights="gaussian",
                               target_modules=list(modality.lora_target_modules)))
     optimizer = torch.optim.Adam([p for p in policy.parameters() if p.requires_grad], lr=lr)
-    losses = []
-    for _ in range(steps):
-        batch = modality.collate(records)
-        draw = modality.draw(batch, 0, policy)
-        pol = modality.surrogate(policy, batch, draw, frozenset())
-        with torch.no_grad(), adapters_disabled(policy):
-            ref = modality.surrogate(policy, batch, draw, frozenset())
-        loss = objectives.get("dpo")(pol, ref, beta=beta).loss.mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    return losses
+    return [dpo_step(modality, policy, modality.collate(records), optimizer, beta).item() for _ in range(steps)]
+
+
+def dpo_step(modality, policy: nn.Module, batch, optimizer, beta: float) -> "torch.Tensor":
+    """One LoRA DPO step on ``batch``: draw, policy surrogate with gradient, reference surrogate
+    (the same model, adapters off) without, DPO loss, backward, optimizer step; the loss."""
+    import mmalign.objectives as objectives
+    from mmalign.train.adapters import adapters_disabled
+
+    draw = modality.draw(batch, 0, policy)
+    pol = modality.surrogate(policy, batch, draw, frozenset())
+    with torch.no_grad(), adapters_disabled(policy):
+        ref = modality.surrogate(policy, batch, draw, frozenset())
+    loss = objectives.get("dpo")(pol, ref, beta=beta).loss.mean()
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+def pair_scores(modality, model: nn.Module, records: list[dict]) -> "torch.Tensor":
+    """``[2, B]``: the chosen and rejected surrogates of ``records`` under ``model`` (no
+    gradient, draw seed 0): what export tests compare between a model and its reload."""
+    with torch.no_grad():
+        batch = modality.collate([dict(r) for r in records])
+        out = modality.surrogate(model, batch, modality.draw(batch, 0), frozenset())
+    return torch.stack([out.chosen, out.rejected])

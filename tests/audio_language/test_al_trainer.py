@@ -15,6 +15,7 @@ from transformers.models.qwen2_audio import modeling_qwen2_audio
 
 from mmalign import config
 from mmalign.models.qwen2_audio import tiny_qwen2_audio
+from mmalign.testing import pair_scores
 from mmalign.train.adapters import inject
 from mmalign.train.run import train
 
@@ -86,13 +87,6 @@ def test_cached_features_give_the_live_surrogate(tmp_path):
     assert_close(cached.chosen, live.chosen, atol=1e-5, rtol=0)
 
 
-def _scores(modality, model, records):
-    with torch.no_grad():
-        batch = modality.collate([dict(r) for r in records])
-        out = modality.surrogate(model, batch, modality.draw(batch, 0), frozenset())
-    return torch.stack([out.chosen, out.rejected])
-
-
 def test_adapter_and_merged_exports_reload(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     modality, policy = tiny_modality(export_merged=True)
@@ -100,15 +94,15 @@ def test_adapter_and_merged_exports_reload(tmp_path, monkeypatch):
     inject(policy, LoraConfig(r=4, lora_alpha=4, target_modules=modality.lora_target_modules,
                               init_lora_weights=False))
     assert all(".language_model." in n for n in modality.lora_target_modules)
-    expected = _scores(modality, policy, records)
+    expected = pair_scores(modality, policy, records)
     modality.export(policy, str(tmp_path / "out"), "card")
     base = tiny_qwen2_audio()
     base.load_adapter(str(tmp_path / "out"))
-    assert_close(_scores(modality, base, records), expected, atol=1e-5, rtol=0)
+    assert_close(pair_scores(modality, base, records), expected, atol=1e-5, rtol=0)
     wrapped = PeftModel.from_pretrained(tiny_qwen2_audio(), str(tmp_path / "out"))
-    assert_close(_scores(modality, wrapped.get_base_model(), records), expected, atol=1e-5, rtol=0)
+    assert_close(pair_scores(modality, wrapped.get_base_model(), records), expected, atol=1e-5, rtol=0)
     merged = AutoModelForMultimodalLM.from_pretrained(tmp_path / "out" / "merged", local_files_only=True)
-    assert_close(_scores(modality, merged, records), expected, atol=1e-5, rtol=0)
+    assert_close(pair_scores(modality, merged, records), expected, atol=1e-5, rtol=0)
 
 
 def test_stats_give_tokens_per_sound(tmp_path):

@@ -16,16 +16,10 @@ from transformers import AutoModelForImageTextToText, AutoProcessor  # noqa: E40
 
 from mmalign.models.qwen_vl import tiny_qwen25_vl  # noqa: E402
 from mmalign.modality import ModelSpec  # noqa: E402
+from mmalign.testing import pair_scores  # noqa: E402
 from mmalign.train.adapters import inject  # noqa: E402
 
 from tests.video.clip_rows import tiny_modality, write_video_rows  # noqa: E402
-
-
-def _scores(modality, model, records):
-    with torch.no_grad():
-        batch = modality.collate([dict(r) for r in records])
-        out = modality.surrogate(model, batch, modality.draw(batch, 0), frozenset())
-    return torch.stack([out.chosen, out.rejected])
 
 
 def test_adapter_and_merged_exports_reload(tmp_path, monkeypatch):
@@ -34,21 +28,21 @@ def test_adapter_and_merged_exports_reload(tmp_path, monkeypatch):
     records = modality.load_records(write_video_rows(tmp_path / "data"), "vision_language:video_qa")
     inject(policy, LoraConfig(r=4, lora_alpha=4, target_modules=modality.lora_target_modules,
                               init_lora_weights=False))
-    expected = _scores(modality, policy, records)
+    expected = pair_scores(modality, policy, records)
     out = tmp_path / "export"
     modality.export(policy, str(out), "card")
     assert (out / "adapter_model.safetensors").exists() and not (out / "model.safetensors").exists()
     assert (out / "merged" / "model.safetensors").exists()
 
     base = tiny_qwen25_vl()  # the same seed rebuilds the base weights
-    assert not torch.allclose(_scores(modality, base, records), expected)
+    assert not torch.allclose(pair_scores(modality, base, records), expected)
     base.load_adapter(str(out))
-    assert_close(_scores(modality, base, records), expected, atol=1e-5, rtol=0)
+    assert_close(pair_scores(modality, base, records), expected, atol=1e-5, rtol=0)
     wrapped = PeftModel.from_pretrained(tiny_qwen25_vl(), str(out))
-    assert_close(_scores(modality, wrapped.get_base_model(), records), expected, atol=1e-5, rtol=0)
+    assert_close(pair_scores(modality, wrapped.get_base_model(), records), expected, atol=1e-5, rtol=0)
     merged = AutoModelForImageTextToText.from_pretrained(out / "merged", local_files_only=True)
     assert not any("lora" in name for name, _ in merged.named_parameters())
-    assert_close(_scores(modality, merged, records), expected, atol=1e-5, rtol=0)
+    assert_close(pair_scores(modality, merged, records), expected, atol=1e-5, rtol=0)
 
     reloaded = AutoProcessor.from_pretrained(out / "merged", local_files_only=True)
     again, _ = tiny_modality("tiny_qwen25_vl")
@@ -67,4 +61,4 @@ def test_full_export_reloads_through_load_policy(tmp_path, monkeypatch):
     modality.export(policy, str(tmp_path / "full"), "card")
     reloaded_modality, _ = tiny_modality("tiny_qwen25_vl")
     reloaded = reloaded_modality.load_policy(ModelSpec(path=str(tmp_path / "full")))
-    assert_close(_scores(reloaded_modality, reloaded, records), _scores(modality, policy, records), atol=1e-5, rtol=0)
+    assert_close(pair_scores(reloaded_modality, reloaded, records), pair_scores(modality, policy, records), atol=1e-5, rtol=0)
